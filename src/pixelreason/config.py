@@ -1,0 +1,247 @@
+"""Model configuration: one dataclass saved next to the weights, and named presets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pixelreason.errors import CheckpointError
+
+CONFIG_NAME = "pixelreason.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture.
+
+    `llava` and `sam` are the `to_dict()` of transformers' `LlavaConfig` and `SamConfig`, so any
+    LLaVA-family backbone and any SAM size fit; `head` names the mask head (see
+    `pixelreason.models.heads.HEADS`) and `head_args` its options.
+    """
+
+    llava: dict[str, Any]
+    sam: dict[str, Any] | None
+    head: str = "lisa"
+    head_args: dict[str, Any] = field(default_factory=dict)
+    #: Side of the square image the backbone's vision tower sees.
+    backbone_image_size: int = 224
+    #: Longest side of the image the SAM encoder sees (padded to a square).
+    sam_image_size: int = 1024
+    #: Chat template pieces, LLaVA-1.5 style.
+    system_prompt: str = ""
+    max_new_tokens: int = 64
+    #: Preset this config came from (informational).
+    preset: str | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"unknown keys in model config: {', '.join(unknown)}")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"model config format {version} is newer than this pixelreason understands "
+                f"({FORMAT_VERSION}); upgrade pixelreason"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CheckpointError(f"invalid model config: {exc}") from exc
+
+    def save(self, directory: str | Path) -> None:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelConfig:
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise CheckpointError(
+                f"not a pixelreason model directory (no {CONFIG_NAME}): {directory}"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"corrupt {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CheckpointError(f"corrupt {path}: expected a JSON object")
+        return cls.from_dict(data)
+
+
+def _llava(
+    *,
+    vocab_size: int,
+    image_size: int,
+    patch_size: int,
+    vision_hidden: int,
+    vision_layers: int,
+    vision_heads: int,
+    text_hidden: int,
+    text_layers: int,
+    text_heads: int,
+    text_kv_heads: int,
+    max_positions: int,
+) -> dict[str, Any]:
+    """A LLaVA config (CLIP vision tower + 2-layer MLP projector + Llama), written out in full."""
+    return {
+        "model_type": "llava",
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "hidden_size": vision_hidden,
+            "intermediate_size": 4 * vision_hidden,
+            "num_hidden_layers": vision_layers,
+            "num_attention_heads": vision_heads,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "projection_dim": vision_hidden,
+        },
+        "text_config": {
+            "model_type": "llama",
+            "vocab_size": vocab_size,
+            "hidden_size": text_hidden,
+            "intermediate_size": 4 * text_hidden,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": text_heads,
+            "num_key_value_heads": text_kv_heads,
+            "max_position_embeddings": max_positions,
+            "tie_word_embeddings": False,
+        },
+        "vision_feature_layer": -1,
+        "vision_feature_select_strategy": "default",
+        "projector_hidden_act": "gelu",
+        "tie_word_embeddings": False,
+    }
+
+
+def _sam(
+    *,
+    image_size: int,
+    patch_size: int,
+    encoder_hidden: int,
+    encoder_layers: int,
+    encoder_heads: int,
+    window_size: int,
+    global_attn_indexes: list[int],
+    prompt_dim: int,
+    decoder_heads: int,
+) -> dict[str, Any]:
+    """A SAM config (ViT image encoder + prompt encoder + two-way mask decoder)."""
+    return {
+        "vision_config": {
+            "hidden_size": encoder_hidden,
+            "output_channels": prompt_dim,
+            "num_hidden_layers": encoder_layers,
+            "num_attention_heads": encoder_heads,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "window_size": window_size,
+            "global_attn_indexes": global_attn_indexes,
+            "mlp_dim": 4 * encoder_hidden,
+            "num_pos_feats": prompt_dim // 2,
+            # SAM's default (1e-10) suits loading pretrained weights, not training from scratch.
+            "initializer_range": 0.02,
+        },
+        "prompt_encoder_config": {
+            "hidden_size": prompt_dim,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "mask_input_channels": 16,
+        },
+        "mask_decoder_config": {
+            "hidden_size": prompt_dim,
+            "mlp_dim": 4 * prompt_dim,
+            "num_hidden_layers": 2,
+            "num_attention_heads": decoder_heads,
+            "iou_head_hidden_dim": prompt_dim,
+        },
+    }
+
+
+def tiny() -> ModelConfig:
+    """Smallest working model (tests): 16 image tokens, 64-dim LLM, 64-px SAM."""
+    return ModelConfig(
+        llava=_llava(
+            vocab_size=0,  # set from the tokenizer when the model is built
+            image_size=32,
+            patch_size=8,
+            vision_hidden=32,
+            vision_layers=2,
+            vision_heads=2,
+            text_hidden=64,
+            text_layers=2,
+            text_heads=4,
+            text_kv_heads=2,
+            max_positions=512,
+        ),
+        sam=_sam(
+            image_size=64,
+            patch_size=8,
+            encoder_hidden=32,
+            encoder_layers=2,
+            encoder_heads=2,
+            window_size=4,
+            global_attn_indexes=[1],
+            prompt_dim=32,
+            decoder_heads=2,
+        ),
+        head="lisa",
+        backbone_image_size=32,
+        sam_image_size=64,
+        max_new_tokens=32,
+        preset="tiny",
+    )
+
+
+def small() -> ModelConfig:
+    """CPU-trainable model (about 10M parameters): 64 image tokens, 256-dim LLM, 128-px SAM."""
+    return ModelConfig(
+        llava=_llava(
+            vocab_size=0,
+            image_size=128,
+            patch_size=16,
+            vision_hidden=128,
+            vision_layers=4,
+            vision_heads=4,
+            text_hidden=256,
+            text_layers=4,
+            text_heads=8,
+            text_kv_heads=4,
+            max_positions=1024,
+        ),
+        sam=_sam(
+            image_size=128,
+            patch_size=8,
+            encoder_hidden=96,
+            encoder_layers=4,
+            encoder_heads=4,
+            window_size=8,
+            global_attn_indexes=[1, 3],
+            prompt_dim=96,
+            decoder_heads=4,
+        ),
+        head="lisa",
+        backbone_image_size=128,
+        sam_image_size=128,
+        max_new_tokens=64,
+        preset="small",
+    )
+
+
+#: Named presets (random initialisation). Every entry is built in a test so none can rot.
+PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": tiny, "small": small}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise CheckpointError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,145 @@
+"""The multimodal LLM: a transformers LLaVA-family model (vision tower + projector + causal LM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import LlavaConfig, LlavaForConditionalGeneration, PreTrainedModel
+
+
+@dataclass
+class BackboneOutput:
+    """logits (B, T, V) and last-layer hidden states (B, T, D) of a teacher-forced pass."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor
+
+
+@dataclass
+class Generation:
+    """Greedy or sampled continuation of one prompt.
+
+    token_ids: (L,) generated ids, without the prompt.
+    hidden: (L, D) last-layer state that *predicted* each generated token (the state LISA reads
+    the mask embedding from), so nothing needs a second forward pass.
+    """
+
+    token_ids: torch.Tensor
+    hidden: torch.Tensor
+
+
+class Backbone(nn.Module):
+    """Wraps `LlavaForConditionalGeneration` so heads never touch its internals.
+
+    Image features are computed once per image (`encode_image`) and scattered into the token
+    embeddings at the positions of the image token id (`embed`), with the counts checked, so a
+    cached image can be asked many questions.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    @classmethod
+    def from_config(cls, config: dict | LlavaConfig) -> Backbone:
+        if isinstance(config, dict):
+            config = LlavaConfig.from_dict(config)
+        return cls(LlavaForConditionalGeneration(config))
+
+    @property
+    def config(self) -> LlavaConfig:
+        return self.model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.text_config.hidden_size
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.config.image_token_id)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Image features per image, from the vision config (checked again in `embed`)."""
+        vision = self.config.vision_config
+        count = (vision.image_size // vision.patch_size) ** 2
+        if self.config.vision_feature_select_strategy == "full":
+            count += 1
+        return count
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values (B, 3, S, S) -> projected image features (B, N, D)."""
+        features = self.model.get_image_features(pixel_values=pixel_values).pooler_output
+        return torch.stack(list(features))
+
+    def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings (B, T, D) with image features placed at the image-token positions.
+
+        input_ids (B, T); image_features (B, N, D), one image per row, or None for text only.
+        """
+        embeds = self.model.get_input_embeddings()(input_ids)
+        is_image = input_ids == self.image_token_id
+        counts = is_image.sum(dim=1)
+        if image_features is None:
+            if counts.any():
+                raise ValueError("the text has image tokens but no image features were given")
+            return embeds
+        if image_features.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"{image_features.shape[0]} images for a batch of {input_ids.shape[0]} texts"
+            )
+        expected = image_features.shape[1]
+        if not bool((counts == expected).all()):
+            raise ValueError(
+                f"image tokens per row {counts.tolist()} do not match {expected} image features"
+            )
+        features = image_features.to(embeds.dtype).reshape(-1, embeds.shape[-1])
+        return embeds.masked_scatter(is_image.unsqueeze(-1), features)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> BackboneOutput:
+        """Teacher-forced pass: inputs_embeds (B, T, D), attention_mask (B, T)."""
+        out = self.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        return BackboneOutput(logits=out.logits, hidden=out.hidden_states[-1])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        eos_token_id: int,
+        pad_token_id: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+    ) -> Generation:
+        """Continue one prompt, inputs_embeds (1, T, D), with transformers' `generate`."""
+        if inputs_embeds.shape[0] != 1:
+            raise ValueError("generate takes one prompt at a time")
+        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
+        out = self.model.generate(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask.to(inputs_embeds.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            bad_words_ids=[[self.image_token_id]],
+            output_hidden_states=True,
+            return_dict_in_generate=True,
+        )
+        token_ids = out.sequences[0]
+        # hidden_states[step][-1] is the last layer; step 0 covers the whole prompt, and its last
+        # position predicted the first new token; each later step adds one position.
+        states = [step[-1][0, -1] for step in out.hidden_states][: len(token_ids)]
+        hidden = torch.stack(states) if states else inputs_embeds.new_zeros((0, self.hidden_size))
+        return Generation(token_ids=token_ids, hidden=hidden)

@@ -1,0 +1,83 @@
+"""The mask-head interface: how any paper's head plugs into the shared backbone.
+
+A head sees the backbone only through `HeadInputs`: the token ids of a conversation (teacher
+forced in training, generated at inference), the last-layer state that predicted each of them,
+and the image context the head computed once per image. It returns one mask per target. LISA
+reads states at `<SEG>`; other heads (PixelLM's codebook, SAM4MLLM's text prompts, PixelLLM's
+per-word points) read what they need from the same inputs, so the backbone never changes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class HeadInputs:
+    """token_ids (B, L) and states (B, L, D): states[b, t] predicted token_ids[b, t].
+
+    `valid` (B, L) marks real (non-padding) positions; `context` is what `encode_image`
+    returned for the B images of the batch.
+    """
+
+    token_ids: torch.Tensor
+    states: torch.Tensor
+    valid: torch.Tensor
+    context: Any
+
+
+@dataclass
+class MaskPrediction:
+    """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,)."""
+
+    logits: list[torch.Tensor]
+    scores: list[torch.Tensor]
+
+
+class MaskHead(nn.Module, ABC):
+    """Base class of mask heads. Subclasses set `name` and `special_tokens`."""
+
+    name: ClassVar[str]
+    #: Tokens the head adds to the vocabulary (e.g. `<SEG>`).
+    special_tokens: ClassVar[tuple[str, ...]] = ()
+    #: Whether the head has its own image encoder (and so its own image processor).
+    uses_head_image: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def build(
+        cls,
+        hidden_size: int,
+        sam_config: dict[str, Any] | None,
+        args: dict[str, Any],
+        *,
+        sam: Any = None,
+    ) -> MaskHead:
+        """Build from the backbone's hidden size, the model config's SAM config and head
+        options; `sam` is an already loaded `SamDecoder` (pretrained weights) if given."""
+
+    def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Look up the ids of `special_tokens` (already added to `tokenizer`)."""
+        vocab = tokenizer.get_vocab()
+        self.token_ids = {token: int(vocab[token]) for token in self.special_tokens}
+
+    @abstractmethod
+    def encode_image(self, head_pixels: torch.Tensor | None, image_features: torch.Tensor) -> Any:
+        """Per-image context, computed once per image and cached by the API.
+
+        head_pixels: (B, 3, P, P) or None; image_features: (B, N, D) from the backbone.
+        """
+
+    @abstractmethod
+    def forward(self, inputs: HeadInputs) -> MaskPrediction:
+        """Masks for every target named in `inputs.token_ids`, in order of appearance."""
+
+    def count_targets(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Number of masks this head will produce for each row of token_ids (B, L) -> (B,)."""
+        raise NotImplementedError

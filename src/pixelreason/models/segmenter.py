@@ -1,0 +1,441 @@
+"""The whole model: LLaVA-family backbone + mask head, with training loss, generation and I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import (
+    AutoTokenizer,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    PreTrainedTokenizerBase,
+    SamModel,
+)
+
+from pixelreason.config import ModelConfig
+from pixelreason.data.schema import IGNORE_VALUE, SegSample
+from pixelreason.errors import CheckpointError, InputError
+from pixelreason.models.backbone import Backbone
+from pixelreason.models.heads import HeadInputs, MaskHead, build_head, head_class
+from pixelreason.models.sam import SamDecoder
+from pixelreason.processing import (
+    BACKBONE_PROCESSOR_DIR,
+    HEAD_PROCESSOR_DIR,
+    IGNORE_INDEX,
+    ImageInputs,
+    Preprocessor,
+    default_backbone_processor,
+    default_sam_processor,
+    load_image_processor,
+)
+from pixelreason.prompting import Turn
+from pixelreason.tokenizer import bundled_tokenizer
+from pixelreason.tokens import IMAGE_TOKEN, add_special_tokens, token_id
+from pixelreason.train.losses import LossWeights, combine, mask_bce, mask_dice, text_loss
+from pixelreason.utils.files import atomic_directory
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class Batch:
+    """A collated training batch.
+
+    input_ids, labels, attention_mask: (B, T); backbone_pixels (B, 3, S, S); head_pixels
+    (B, 3, P, P) or None; images: per-item geometry; masks: per item (n_i, H_i, W_i) uint8.
+    """
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    attention_mask: torch.Tensor
+    backbone_pixels: torch.Tensor
+    head_pixels: torch.Tensor | None
+    images: list[ImageInputs]
+    masks: list[torch.Tensor]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            input_ids=self.input_ids.to(device),
+            labels=self.labels.to(device),
+            attention_mask=self.attention_mask.to(device),
+            backbone_pixels=self.backbone_pixels.to(device),
+            head_pixels=None if self.head_pixels is None else self.head_pixels.to(device),
+            images=self.images,
+            masks=[m.to(device) for m in self.masks],
+        )
+
+
+@dataclass
+class LossOutput:
+    """Total loss (scalar with graph) and its parts, detached, for logging."""
+
+    loss: torch.Tensor
+    text: float
+    bce: float
+    dice: float
+    num_masks: int
+
+
+@dataclass
+class ImageCache:
+    """Everything computed from one image: reused by every question about it."""
+
+    image: ImageInputs
+    features: torch.Tensor  # (1, N, D) backbone image features
+    context: Any  # the head's own encoding (SAM embedding for LISA)
+
+
+@dataclass
+class Answer:
+    """A generated answer: text, ids, and per-target mask logits (n, H, W) with scores (n,)."""
+
+    text: str
+    token_ids: torch.Tensor
+    mask_logits: torch.Tensor
+    scores: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class PixelReasonModel(nn.Module):
+    """Backbone + mask head + the preprocessor that feeds them."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: Backbone,
+        head: MaskHead,
+        preprocessor: Preprocessor,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.head = head
+        self.preprocessor = preprocessor
+        head.bind_tokenizer(preprocessor.tokenizer)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None
+    ) -> PixelReasonModel:
+        """Randomly initialised model (training from scratch, tests). Presets use the bundled
+        tokenizer; the head's tokens are added and the vocabulary sized to fit."""
+        tokenizer = tokenizer if tokenizer is not None else bundled_tokenizer()
+        add_special_tokens(tokenizer, [IMAGE_TOKEN, *head_class(config.head).special_tokens])
+        llava = dict(config.llava)
+        llava["text_config"] = {**llava["text_config"], "vocab_size": len(tokenizer)}
+        llava["image_token_id"] = token_id(tokenizer, IMAGE_TOKEN)
+        config.llava = LlavaConfig.from_dict(llava).to_dict()
+        backbone = Backbone(LlavaForConditionalGeneration(LlavaConfig.from_dict(config.llava)))
+        head = build_head(config.head, backbone.hidden_size, config.sam, config.head_args)
+        preprocessor = _make_preprocessor(
+            config,
+            tokenizer,
+            backbone,
+            default_backbone_processor(config.backbone_image_size),
+            default_sam_processor(config.sam_image_size) if head.uses_head_image else None,
+        )
+        return cls(config, backbone, head, preprocessor)
+
+    @classmethod
+    def from_components(
+        cls,
+        llava: str | Path,
+        sam: str | Path | None,
+        *,
+        head: str = "lisa",
+        head_args: dict[str, Any] | None = None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> PixelReasonModel:
+        """Build from public checkpoints: a LLaVA-family model (e.g. `llava-hf/llava-1.5-7b-hf`)
+        and a SAM (e.g. `facebook/sam-vit-huge`), by hub name or local directory. The head's
+        tokens are added to the LLaVA tokenizer and the embeddings resized; the head's own
+        layers start from random initialisation."""
+        try:
+            language = LlavaForConditionalGeneration.from_pretrained(llava, dtype=torch_dtype)
+            tokenizer = AutoTokenizer.from_pretrained(llava)
+            backbone_processor = load_image_processor(llava)
+            sam_model = SamModel.from_pretrained(sam, dtype=torch_dtype) if sam else None
+            sam_processor = load_image_processor(sam) if sam else None
+        except OSError as exc:
+            raise CheckpointError(f"cannot load pretrained components: {exc}") from exc
+        if add_special_tokens(tokenizer, list(head_class(head).special_tokens)):
+            language.resize_token_embeddings(len(tokenizer))
+        backbone = Backbone(language)
+        vision = language.config.vision_config
+        config = ModelConfig(
+            llava=language.config.to_dict(),
+            sam=None if sam_model is None else sam_model.config.to_dict(),
+            head=head,
+            head_args=head_args or {},
+            backbone_image_size=int(vision.image_size),
+            sam_image_size=int(sam_model.config.vision_config.image_size) if sam_model else 0,
+            preset=None,
+        )
+        mask_head = build_head(
+            head,
+            backbone.hidden_size,
+            config.sam,
+            config.head_args,
+            sam=None if sam_model is None else SamDecoder(sam_model),
+        )
+        preprocessor = _make_preprocessor(
+            config, tokenizer, backbone, backbone_processor, sam_processor
+        )
+        return cls(config, backbone, mask_head, preprocessor)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device = "cpu"
+    ) -> PixelReasonModel:
+        """Load a directory written by `save_pretrained`, refusing weights that do not match."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CheckpointError(f"model directory not found: {directory}")
+        config = ModelConfig.load(directory)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            backbone_processor = load_image_processor(directory / BACKBONE_PROCESSOR_DIR)
+            head_dir = directory / HEAD_PROCESSOR_DIR
+            head_processor = load_image_processor(head_dir) if head_dir.is_dir() else None
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"cannot load tokenizer/processors from {directory}: {exc}"
+            ) from exc
+        try:
+            backbone = Backbone(LlavaForConditionalGeneration(LlavaConfig.from_dict(config.llava)))
+            head = build_head(config.head, backbone.hidden_size, config.sam, config.head_args)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"invalid model config in {directory}: {exc}") from exc
+        if head.uses_head_image and head_processor is None:
+            raise CheckpointError(
+                f"{directory} lacks {HEAD_PROCESSOR_DIR}/ for the {config.head} head"
+            )
+        model = cls(
+            config,
+            backbone,
+            head,
+            _make_preprocessor(config, tokenizer, backbone, backbone_processor, head_processor),
+        )
+        model._load_weights(directory / WEIGHTS_NAME)
+        return model.to(device).eval()
+
+    def _load_weights(self, path: Path) -> None:
+        if not path.is_file():
+            raise CheckpointError(f"missing weights file {path}")
+        expected = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        try:
+            with safe_open(path, framework="pt") as handle:
+                found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"corrupt weights file {path}: {exc}") from exc
+        wrong = [
+            f"{k} {found[k]} != {expected[k]}"
+            for k in found
+            if k in expected and found[k] != expected[k]
+        ]
+        unexpected = sorted(set(found) - set(expected))
+        if wrong or unexpected:
+            details = (wrong + [f"unexpected {k}" for k in unexpected])[:3]
+            raise CheckpointError(
+                f"weights in {path} do not match the model config: {'; '.join(details)}"
+            )
+        missing, _ = load_model(self, path, strict=False)
+        # Tied tensors are stored once; anything else missing means a broken checkpoint.
+        missing = [k for k in missing if k not in _tied_keys(self)]
+        if missing:
+            raise CheckpointError(
+                f"weights in {path} lack {len(missing)} tensors, e.g. {', '.join(missing[:3])}"
+            )
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config, tokenizer, processors and safetensors weights, atomically."""
+        with atomic_directory(directory) as staging:
+            self.config.save(staging)
+            self.preprocessor.save_pretrained(staging)
+            save_model(self, str(staging / WEIGHTS_NAME))
+
+    # -- training -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def collate(self, samples: Sequence[SegSample]) -> Batch:
+        """Tokenize and preprocess samples into a right-padded batch, checking mask counts."""
+        encoded, images, masks = [], [], []
+        for index, sample in enumerate(samples):
+            text = self.preprocessor.encode(sample.turns, image=True)
+            expected = int(self.head.count_targets(text.labels.clamp(min=0)[None])[0])
+            if expected != len(sample.masks):
+                raise InputError(
+                    f"sample {index}: the answers name {expected} targets but "
+                    f"{len(sample.masks)} masks are given"
+                )
+            image = self.preprocessor.prepare_image(sample.image)
+            for mask in sample.masks:
+                if mask.shape != image.original_size:
+                    raise InputError(
+                        f"sample {index}: mask shape {mask.shape} != image {image.original_size}"
+                    )
+            encoded.append(text)
+            images.append(image)
+            stacked = (
+                np.stack(sample.masks)
+                if sample.masks
+                else np.zeros((0, *image.original_size), dtype=np.uint8)
+            )
+            masks.append(torch.from_numpy(stacked.astype(np.uint8)))
+        length = max(len(e.input_ids) for e in encoded)
+        pad = self.preprocessor.tokenizer.pad_token_id
+        input_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
+        labels = torch.full((len(encoded), length), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(encoded), length), dtype=torch.long)
+        for row, item in enumerate(encoded):
+            size = len(item.input_ids)
+            input_ids[row, :size] = item.input_ids
+            labels[row, :size] = item.labels
+            attention[row, :size] = 1
+        head_pixels = None
+        if images[0].head_pixels is not None:
+            head_pixels = torch.stack([i.head_pixels for i in images])
+        return Batch(
+            input_ids=input_ids,
+            labels=labels,
+            attention_mask=attention,
+            backbone_pixels=torch.stack([i.backbone_pixels for i in images]),
+            head_pixels=head_pixels,
+            images=images,
+            masks=masks,
+        )
+
+    def forward(self, batch: Batch, weights: LossWeights | None = None) -> LossOutput:
+        """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask."""
+        weights = weights or LossWeights()
+        features = self.backbone.encode_image(batch.backbone_pixels)
+        embeds = self.backbone.embed(batch.input_ids, features)
+        out = self.backbone(embeds, batch.attention_mask)
+        context = self.head.encode_image(batch.head_pixels, features)
+        # states[:, t] predicted token t + 1; only answer tokens (labels) may trigger masks.
+        answer_ids = batch.labels[:, 1:].clamp(min=0)
+        prediction = self.head(
+            HeadInputs(
+                token_ids=answer_ids,
+                states=out.hidden[:, :-1],
+                valid=batch.labels[:, 1:] != IGNORE_INDEX,
+                context=context,
+            )
+        )
+        bces, dices = [], []
+        for logits, image, target in zip(prediction.logits, batch.images, batch.masks, strict=True):
+            if logits.shape[0] == 0:
+                continue
+            full = self.preprocessor.masks_to_image(logits, image)
+            valid = target != IGNORE_VALUE
+            bces.append(mask_bce(full, target == 1, valid))
+            dices.append(mask_dice(full, target == 1, valid))
+        bce = torch.cat(bces) if bces else out.logits.new_zeros(0)
+        dice = torch.cat(dices) if dices else out.logits.new_zeros(0)
+        text = text_loss(out.logits, batch.labels)
+        return LossOutput(
+            loss=combine(text, bce, dice, weights),
+            text=float(text.detach()),
+            bce=float(bce.detach().mean()) if bce.numel() else 0.0,
+            dice=float(dice.detach().mean()) if dice.numel() else 0.0,
+            num_masks=int(bce.numel()),
+        )
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_image(self, image: ImageInputs) -> ImageCache:
+        """Run both vision encoders once; the cache answers any number of questions."""
+        device = self.device
+        features = self.backbone.encode_image(image.backbone_pixels[None].to(device))
+        head_pixels = None if image.head_pixels is None else image.head_pixels[None].to(device)
+        return ImageCache(image, features, self.head.encode_image(head_pixels, features))
+
+    @torch.no_grad()
+    def answer(
+        self,
+        cache: ImageCache,
+        turns: Sequence[Turn],
+        *,
+        max_new_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+    ) -> Answer:
+        """Generate the answer to the last turn and one mask per target it names."""
+        encoded = self.preprocessor.encode(turns, image=True)
+        input_ids = encoded.input_ids[None].to(self.device)
+        embeds = self.backbone.embed(input_ids, cache.features)
+        tokenizer = self.preprocessor.tokenizer
+        generation = self.backbone.generate(
+            embeds,
+            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            do_sample=do_sample,
+            temperature=temperature,
+        )
+        ids = generation.token_ids[None]
+        prediction = self.head(
+            HeadInputs(
+                token_ids=ids,
+                states=generation.hidden[None],
+                valid=torch.ones_like(ids, dtype=torch.bool),
+                context=cache.context,
+            )
+        )
+        logits = self.preprocessor.masks_to_image(prediction.logits[0], cache.image)
+        return Answer(
+            text=self.preprocessor.decode(generation.token_ids),
+            token_ids=generation.token_ids.cpu(),
+            mask_logits=logits.float().cpu(),
+            scores=prediction.scores[0].float().cpu(),
+        )
+
+
+def _make_preprocessor(
+    config: ModelConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    backbone: Backbone,
+    backbone_processor: Any,
+    head_processor: Any,
+) -> Preprocessor:
+    image_token_id = token_id(tokenizer, IMAGE_TOKEN)
+    if image_token_id != backbone.image_token_id:
+        raise CheckpointError(
+            f"tokenizer's {IMAGE_TOKEN} id {image_token_id} != model's {backbone.image_token_id}"
+        )
+    vocab = backbone.model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > vocab:
+        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model only {vocab}")
+    return Preprocessor(
+        tokenizer,
+        backbone_processor,
+        head_processor,
+        image_token_id=image_token_id,
+        num_image_tokens=backbone.num_image_tokens,
+        system_prompt=config.system_prompt,
+    )
+
+
+def _tied_keys(model: nn.Module) -> set[str]:
+    """State-dict keys that alias another tensor (safetensors stores them once)."""
+    seen: dict[int, str] = {}
+    tied: set[str] = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        pointer = tensor.data_ptr()
+        if pointer in seen:
+            tied.add(name)
+            tied.add(seen[pointer])
+        else:
+            seen[pointer] = name
+    return tied

@@ -1,0 +1,68 @@
+"""Training losses as pure functions (LISA: text CE + mask BCE + DICE)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """L = text * CE + mask * (bce * BCE + dice * DICE); defaults are LISA's."""
+
+    text: float = 1.0
+    mask: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+
+
+def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy. logits (B, T, V), labels (B, T) with IGNORE_INDEX off answers.
+
+    Position t predicts labels[t + 1]. Returns 0 (with a graph) when nothing is supervised.
+    """
+    shifted_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    shifted_labels = labels[:, 1:].reshape(-1)
+    if not bool((shifted_labels != IGNORE_INDEX).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE_INDEX)
+
+
+def mask_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-mask mean binary cross-entropy over valid pixels.
+
+    logits, target (0/1), valid (bool): (N, H, W). Returns (N,). A mask with no valid pixel
+    scores 0.
+    """
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    valid = valid.float()
+    return (per_pixel * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1.0)
+
+
+def mask_dice(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, eps: float = 1.0
+) -> torch.Tensor:
+    """Per-mask soft DICE loss 1 - (2|P∩T| + eps) / (|P| + |T| + eps) over valid pixels.
+
+    logits, target (0/1), valid (bool): (N, H, W). Returns (N,). `eps` keeps an empty target
+    with an empty prediction at loss 0.
+    """
+    prob = torch.sigmoid(logits.float()) * valid
+    target = target.float() * valid
+    intersection = (prob * target).flatten(1).sum(1)
+    total = prob.flatten(1).sum(1) + target.flatten(1).sum(1)
+    return 1.0 - (2.0 * intersection + eps) / (total + eps)
+
+
+def combine(
+    text: torch.Tensor, bce: torch.Tensor, dice: torch.Tensor, weights: LossWeights
+) -> torch.Tensor:
+    """Total loss from the text CE (scalar) and per-mask BCE and DICE (N,), averaged over masks."""
+    total = weights.text * text
+    if bce.numel():
+        total = total + weights.mask * (weights.bce * bce.mean() + weights.dice * dice.mean())
+    return total
