@@ -23,8 +23,8 @@ from transformers import (
 from pixelreason.config import ModelConfig
 from pixelreason.data.schema import IGNORE_VALUE, SegSample
 from pixelreason.errors import CheckpointError, InputError
-from pixelreason.models.backbone import Backbone
-from pixelreason.models.heads import HeadInputs, MaskHead, build_head, head_class
+from pixelreason.models.backbone import Backbone, BackboneOutput
+from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import (
     BACKBONE_PROCESSOR_DIR,
@@ -316,23 +316,28 @@ class PixelReasonModel(nn.Module):
             masks=masks,
         )
 
-    def forward(self, batch: Batch, weights: LossWeights | None = None) -> LossOutput:
-        """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask."""
-        weights = weights or LossWeights()
+    def teacher_forced(self, batch: Batch) -> tuple[BackboneOutput, MaskPrediction]:
+        """One pass over given conversations: LM outputs and the head's masks for the
+        targets the answers name (in the head's input frame)."""
         features = self.backbone.encode_image(batch.backbone_pixels)
         embeds = self.backbone.embed(batch.input_ids, features)
         out = self.backbone(embeds, batch.attention_mask)
         context = self.head.encode_image(batch.head_pixels, features)
         # states[:, t] predicted token t + 1; only answer tokens (labels) may trigger masks.
-        answer_ids = batch.labels[:, 1:].clamp(min=0)
         prediction = self.head(
             HeadInputs(
-                token_ids=answer_ids,
+                token_ids=batch.labels[:, 1:].clamp(min=0),
                 states=out.hidden[:, :-1],
                 valid=batch.labels[:, 1:] != IGNORE_INDEX,
                 context=context,
             )
         )
+        return out, prediction
+
+    def forward(self, batch: Batch, weights: LossWeights | None = None) -> LossOutput:
+        """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask."""
+        weights = weights or LossWeights()
+        out, prediction = self.teacher_forced(batch)
         bces, dices = [], []
         for logits, image, target in zip(prediction.logits, batch.images, batch.masks, strict=True):
             if logits.shape[0] == 0:

@@ -1,0 +1,182 @@
+"""The Python API: load a model, set an image once, ask it questions.
+
+    from pixelreason import Segmenter
+    seg = Segmenter.from_pretrained("default")
+    seg.set_image("kitchen.png")
+    result = seg.segment("What here is rich in vitamin C?")
+    result.text, result.masks, result.scores, result.boxes
+
+The CLI and the HTTP server are thin wrappers around this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from pixelreason.errors import InputError
+from pixelreason.imaging import load_image
+from pixelreason.models.segmenter import ImageCache, PixelReasonModel
+from pixelreason.processing import validate_query
+from pixelreason.prompting import Turn
+from pixelreason.registry import DEFAULT_MODEL, load_model
+from pixelreason.utils.files import atomic_write_bytes
+from pixelreason.viz import overlay
+
+
+@dataclass
+class Result:
+    """An answer and its targets.
+
+    masks: (N, H, W) bool at the image's size, one per target, in the order the answer names
+    them; scores: (N,) the mask decoder's predicted IoU; boxes: (N, 4) int [x0, y0, x1, y1]
+    (x1, y1 exclusive; all zero for an empty mask).
+    """
+
+    text: str
+    masks: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def rles(self) -> list[dict[str, Any]]:
+        """COCO run-length encodings of the masks (`counts` as a UTF-8 string)."""
+        encoded = []
+        for mask in self.masks:
+            rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+            encoded.append(
+                {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode()}
+            )
+        return encoded
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: text, and per target its COCO RLE mask, box, area and score."""
+        return {
+            "text": self.text,
+            "targets": [
+                {
+                    "index": index,
+                    "score": float(self.scores[index]),
+                    "box_xyxy": [int(v) for v in self.boxes[index]],
+                    "area": int(self.masks[index].sum()),
+                    "mask_rle": rle,
+                }
+                for index, rle in enumerate(self.rles())
+            ],
+        }
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes (N, 4) [x0, y0, x1, y1] of masks (N, H, W), computed from COCO RLE."""
+    if len(masks) == 0:
+        return np.zeros((0, 4), dtype=np.int64)
+    rles = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    xywh = coco_mask.toBbox(rles).astype(np.int64)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+
+
+class Segmenter:
+    """A loaded model plus the current image and conversation."""
+
+    def __init__(self, model: PixelReasonModel, description: str = "") -> None:
+        self.model = model.eval()
+        self.description = description
+        self._cache: ImageCache | None = None
+        self._image: Image.Image | None = None
+        self._history: list[Turn] = []
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str = "cpu"
+    ) -> Segmenter:
+        """Load a model directory or bundled model name (see `pixelreason.registry`)."""
+        model, description = load_model(name_or_path, device=device)
+        return cls(model, description)
+
+    @property
+    def image(self) -> Image.Image | None:
+        return self._image
+
+    @property
+    def history(self) -> list[Turn]:
+        return list(self._history)
+
+    def set_image(self, image: str | os.PathLike[str] | bytes | Image.Image | np.ndarray) -> None:
+        """Load and encode an image with both vision encoders; starts a new conversation."""
+        rgb = load_image(image)
+        self._cache = self.model.encode_image(self.model.preprocessor.prepare_image(rgb))
+        self._image = rgb
+        self._history = []
+
+    def segment(self, query: str, *, max_new_tokens: int | None = None) -> Result:
+        """Answer one question about the current image, outside any conversation."""
+        return self._ask([Turn(self._check(query))], max_new_tokens)
+
+    def chat(self, query: str, *, max_new_tokens: int | None = None) -> Result:
+        """Answer the next turn of a conversation about the current image (kept in history)."""
+        turn = Turn(self._check(query))
+        result = self._ask([*self._history, turn], max_new_tokens)
+        self._history.append(Turn(turn.user, result.extras["raw_text"]))
+        return result
+
+    def reset(self) -> None:
+        """Forget the conversation, keep the image."""
+        self._history = []
+
+    def _check(self, query: str) -> str:
+        query = validate_query(query)
+        tokenizer = self.model.preprocessor.tokenizer
+        reserved = [t for t in tokenizer.all_special_tokens if t and t in query]
+        if reserved:
+            raise InputError(f"query may not contain the reserved token {reserved[0]}")
+        return query
+
+    def _ask(self, turns: list[Turn], max_new_tokens: int | None) -> Result:
+        if self._cache is None:
+            raise InputError("no image set: call set_image() first")
+        answer = self.model.answer(self._cache, turns, max_new_tokens=max_new_tokens)
+        masks = (answer.mask_logits > 0).numpy()
+        return Result(
+            text=answer.text,
+            masks=masks,
+            scores=answer.scores.numpy(),
+            boxes=boxes_from_masks(masks),
+            extras={"raw_text": answer.text, "num_tokens": int(answer.token_ids.numel())},
+        )
+
+
+def save_result(
+    result: Result,
+    image: Image.Image,
+    out_dir: str | os.PathLike[str],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write mask_K.png per target, overlay.png and result.json; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    data = {**(extra or {}), **result.to_dict()}
+    for index, mask in enumerate(result.masks):
+        path = out / f"mask_{index}.png"
+        Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+        data["targets"][index]["mask_file"] = path.name
+        written[f"mask_{index}"] = path
+    labels = [f"target {k + 1} (score {s:.2f})" for k, s in enumerate(result.scores)]
+    overlay_path = out / "overlay.png"
+    overlay(image, result.masks, labels, caption=result.text).save(overlay_path)
+    written["overlay"] = overlay_path
+    json_path = out / "result.json"
+    atomic_write_bytes(json_path, (json.dumps(data, indent=2) + "\n").encode())
+    written["json"] = json_path
+    return written
+
+
+__all__ = ["Result", "Segmenter", "boxes_from_masks", "save_result"]

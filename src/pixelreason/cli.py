@@ -1,0 +1,197 @@
+"""The `pixelreason` command line: thin wrappers around `pixelreason.api`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pixelreason import __version__
+
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+pixelreason answers implicit questions about an image ("what here is rich in vitamin C?")
+with text plus one segmentation mask per object the answer refers to.
+"""
+
+EPILOG = """\
+examples:
+  pixelreason segment examples/kitchen.png "What here is rich in vitamin C?" --out out/
+  pixelreason chat examples/kitchen.png
+  pixelreason segment photo.jpg "the mug left of the plant" --model path/to/model_dir
+
+models: "default" (bundled), "random:tiny" / "random:small" (untrained presets), or a
+directory written by save_pretrained / `pixelreason train`.
+Bad input exits with status 2 and a one-line message; set PIXELREASON_DEBUG=1 for tracebacks.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pixelreason",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pixelreason {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    seg = commands.add_parser(
+        "segment",
+        help="answer one question about an image and write its masks",
+        description="Answer QUERY about IMAGE; print the answer and write one PNG mask per "
+        "target (mask_K.png), an overlay (overlay.png) and result.json (text, COCO RLE masks, "
+        "boxes, scores) into --out.",
+    )
+    seg.add_argument("image", help="image file (PNG, JPEG, WebP, BMP, TIFF, GIF)")
+    seg.add_argument("query", help="the question or instruction, in quotes")
+    seg.add_argument(
+        "--out",
+        default="pixelreason-out",
+        help="directory for masks, overlay and JSON (default: %(default)s)",
+    )
+    _model_options(seg)
+
+    chat = commands.add_parser(
+        "chat",
+        help="talk about an image in the terminal (multi-turn)",
+        description="Multi-turn conversation about IMAGE. Type a question and press Enter; "
+        "/reset starts a new conversation, /quit (or Ctrl-D) leaves. With --out, each turn's "
+        "overlay, masks and JSON go to OUT/turn_N.",
+    )
+    chat.add_argument("image", help="image file")
+    chat.add_argument("--out", default=None, help="also save each turn's results here")
+    _model_options(chat)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="model name or directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="longest answer in tokens (default: the model's setting)",
+    )
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from pixelreason.api import Segmenter, save_result
+    from pixelreason.imaging import load_image
+    from pixelreason.processing import validate_query
+
+    # Check the cheap inputs before loading the model.
+    query = validate_query(args.query)
+    image = load_image(args.image)
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    _note_model(segmenter.description)
+    segmenter.set_image(image)
+    result = segmenter.segment(query, max_new_tokens=args.max_new_tokens)
+    written = save_result(
+        result,
+        image,
+        args.out,
+        extra={"image": str(args.image), "query": query, "model": segmenter.description},
+    )
+    print(result.text)
+    print(
+        f"{len(result.masks)} target(s); wrote {', '.join(p.name for p in written.values())} "
+        f"to {Path(args.out)}"
+    )
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from pixelreason.api import Segmenter, save_result
+    from pixelreason.errors import InputError
+    from pixelreason.imaging import load_image
+
+    image = load_image(args.image)
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    _note_model(segmenter.description)
+    segmenter.set_image(image)
+    print("Ask about the image. /reset starts over, /quit leaves.")
+    turn = 0
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            print()
+            return 0
+        command = line.strip()
+        if command in ("/quit", "/exit"):
+            return 0
+        if command == "/reset":
+            segmenter.reset()
+            print("(new conversation)")
+            continue
+        if not command:
+            continue
+        try:
+            result = segmenter.chat(command, max_new_tokens=args.max_new_tokens)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        turn += 1
+        print(f"pixelreason> {result.text}  [{len(result.masks)} mask(s)]")
+        if args.out:
+            save_result(result, image, Path(args.out) / f"turn_{turn}", extra={"query": command})
+
+
+def _note_model(description: str) -> None:
+    if "UNTRAINED" in description:
+        print(
+            f"note: using an {description}; no trained default model is bundled yet.",
+            file=sys.stderr,
+        )
+
+
+COMMANDS = {"segment": cmd_segment, "chat": cmd_chat}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    from pixelreason.errors import PixelReasonError
+
+    try:
+        return COMMANDS[args.command](args)
+    except PixelReasonError as exc:
+        if os.environ.get("PIXELREASON_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, with a way to get the traceback
+        if os.environ.get("PIXELREASON_DEBUG"):
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (PIXELREASON_DEBUG=1 shows more)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

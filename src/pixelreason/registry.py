@@ -1,0 +1,58 @@
+"""Resolving a model name or directory to a loaded model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pixelreason.config import PRESETS, preset
+from pixelreason.errors import CheckpointError
+from pixelreason.models.segmenter import PixelReasonModel
+
+#: Trained models shipped inside the package, by name.
+BUNDLED_MODELS_DIR = Path(__file__).parent / "assets" / "models"
+DEFAULT_MODEL = "default"
+#: Preset used by "default" until trained default weights are bundled.
+FALLBACK_PRESET = "tiny"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names of the trained models bundled with this installation."""
+    if not BUNDLED_MODELS_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(BUNDLED_MODELS_DIR.iterdir()) if p.is_dir()}
+
+
+def available_models() -> list[str]:
+    return sorted({DEFAULT_MODEL, *bundled_models(), *(f"random:{p}" for p in PRESETS)})
+
+
+def load_model(
+    name_or_path: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[PixelReasonModel, str]:
+    """Load a model and describe it in one line.
+
+    Accepts a directory written by `save_pretrained`, the name of a bundled model, or
+    `random:PRESET` for an untrained model (tests, training from scratch). `default` is the
+    bundled default model, or, if this installation has none yet, a random tiny model.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if path.is_dir():
+        return PixelReasonModel.from_pretrained(path, device=device), f"model from {path}"
+    bundled = bundled_models()
+    if text in bundled:
+        return PixelReasonModel.from_pretrained(bundled[text], device=device), f"bundled {text}"
+    if text == DEFAULT_MODEL:
+        text = f"random:{FALLBACK_PRESET}"
+    if text.startswith("random:"):
+        config = preset(text.removeprefix("random:"))
+        torch.manual_seed(0)  # the same untrained model every time
+        model = PixelReasonModel.from_config(config).to(device).eval()
+        return model, f"UNTRAINED randomly initialised '{config.preset}' preset (answers are noise)"
+    if path.suffix or "/" in text or "\\" in text:
+        raise CheckpointError(f"model directory not found: {text}")
+    raise CheckpointError(
+        f"unknown model {text!r}: give a model directory or one of {', '.join(available_models())}"
+    )

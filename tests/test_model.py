@@ -1,0 +1,134 @@
+"""The LISA-head model end to end on tiny configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import NONE, ONE, TWO, fresh_tiny, scene, train, training_samples
+
+from pixelreason.config import PRESETS, preset
+from pixelreason.errors import CheckpointError, InputError
+from pixelreason.models.segmenter import WEIGHTS_NAME, PixelReasonModel
+from pixelreason.prompting import Turn
+from pixelreason.tokens import SEG_TOKEN
+
+
+def _ask(model: PixelReasonModel, question: str):
+    image = scene()[0]
+    cache = model.encode_image(model.preprocessor.prepare_image(image))
+    return model.answer(cache, [Turn(question)])
+
+
+def test_one_batch_overfits_with_falling_loss() -> None:
+    losses = train(fresh_tiny(), training_samples(), steps=40)
+    assert losses[-1] < 0.3 * losses[0]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_generation_gives_one_mask_per_seg_at_image_size(trained_dir: Path) -> None:
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    height, width = scene()[1].shape
+    for question, answer in (ONE, TWO, NONE):
+        out = _ask(model, question)
+        assert out.text == answer
+        count = answer.count(SEG_TOKEN)
+        assert out.mask_logits.shape == (count, height, width)
+        assert out.scores.shape == (count,)
+
+
+def test_trained_masks_land_on_their_targets(trained_dir: Path) -> None:
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    _, red, blue = scene()
+    masks = (_ask(model, TWO[0]).mask_logits > 0).numpy()
+    for predicted, target in zip(masks, (red, blue), strict=True):
+        iou = (predicted & (target == 1)).sum() / (predicted | (target == 1)).sum()
+        assert iou > 0.5
+
+
+def test_generated_masks_equal_teacher_forced_masks(trained_dir: Path) -> None:
+    """Generation reads <SEG> states from `generate`; training from one forward pass."""
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    image, red, blue = scene()
+    generated = _ask(model, TWO[0])
+    from pixelreason.data.schema import SegSample
+
+    batch = model.collate([SegSample(image, [Turn(TWO[0], generated.text)], [red, blue])])
+    with torch.no_grad():
+        _, prediction = model.teacher_forced(batch)
+        forced = model.preprocessor.masks_to_image(prediction.logits[0], batch.images[0])
+    assert torch.allclose(forced, generated.mask_logits, atol=1e-4)
+
+
+def test_save_load_round_trip_gives_identical_outputs(trained_dir: Path, tmp_path: Path) -> None:
+    first = PixelReasonModel.from_pretrained(trained_dir)
+    first.save_pretrained(tmp_path / "copy")
+    second = PixelReasonModel.from_pretrained(tmp_path / "copy")
+    a, b = _ask(first, TWO[0]), _ask(second, TWO[0])
+    assert a.text == b.text
+    assert torch.equal(a.mask_logits, b.mask_logits)
+    assert (
+        second.preprocessor.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+        == len(second.preprocessor.tokenizer) - 1
+    )
+    for name in ("pixelreason.json", WEIGHTS_NAME, "tokenizer.json"):
+        assert (tmp_path / "copy" / name).is_file()
+
+
+def test_save_overwrites_atomically(trained_dir: Path, tmp_path: Path) -> None:
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    model.save_pretrained(tmp_path / "m")
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_checkpoint_that_does_not_match_its_config_is_refused(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    model.save_pretrained(tmp_path / "bad")
+    config_path = tmp_path / "bad" / "pixelreason.json"
+    config = json.loads(config_path.read_text())
+    config["llava"]["text_config"]["intermediate_size"] *= 2
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not match the model config"):
+        PixelReasonModel.from_pretrained(tmp_path / "bad")
+
+
+def test_corrupt_or_missing_checkpoint_files_are_refused(trained_dir: Path, tmp_path: Path) -> None:
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / WEIGHTS_NAME).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt weights"):
+        PixelReasonModel.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / WEIGHTS_NAME).unlink()
+    with pytest.raises(CheckpointError, match="missing weights"):
+        PixelReasonModel.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "pixelreason.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        PixelReasonModel.from_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="not found"):
+        PixelReasonModel.from_pretrained(tmp_path / "nowhere")
+
+
+def test_mask_count_must_match_seg_count(tiny_model: PixelReasonModel) -> None:
+    from pixelreason.data.schema import SegSample
+
+    image, red, _ = scene()
+    with pytest.raises(InputError, match="2 targets but 1 masks"):
+        tiny_model.collate([SegSample(image, [Turn(*TWO)], [red])])
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_and_trains_one_step(name: str) -> None:
+    """Registered presets must all work (timm-style), so none can rot."""
+    torch.manual_seed(0)
+    model = PixelReasonModel.from_config(preset(name))
+    batch = model.collate(training_samples()[:2])
+    out = model(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.num_masks == 3
+    assert model.head.projector[0].weight.grad is not None
