@@ -1,6 +1,6 @@
 """Draw the bundled example image(s) in examples/ (deterministic; no downloads).
 
-    python scripts/make_examples.py
+python scripts/make_examples.py
 """
 
 from __future__ import annotations

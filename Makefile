@@ -1,0 +1,32 @@
+# Set-up and the two everyday jobs. `make demo` and `make test` work on a fresh machine:
+# they create .venv, install the CPU build of torch and pixelreason, then run.
+VENV ?= .venv
+PYTHON ?= python3
+# The CPU build; on a GPU machine use e.g. `make TORCH=torch test`.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/pixelreason segment examples/kitchen.png "What here is rich in vitamin C?" --out runs/demo
+
+test: setup
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) runs

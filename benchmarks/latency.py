@@ -1,0 +1,60 @@
+"""Per-query latency (cold image vs cached image) and peak memory of a model on this machine.
+
+    python benchmarks/latency.py [--model default] [--runs 20] [--threads N]
+
+Cold = set_image + segment (both vision encoders + generation + masks); cached = segment on
+an image already set. Prints a table; timings are medians over --runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from pixelreason import Segmenter
+
+QUERY = "What here is rich in vitamin C?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--image", default="examples/kitchen.png")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    segmenter = Segmenter.from_pretrained(args.model)
+    segmenter.set_image(args.image)
+    segmenter.segment(QUERY)  # warm-up
+    cold, cached, tokens = [], [], []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        segmenter.set_image(args.image)
+        result = segmenter.segment(QUERY)
+        cold.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        result = segmenter.segment(QUERY)
+        cached.append(time.perf_counter() - start)
+        tokens.append(result.extras["num_tokens"])
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    params = sum(p.numel() for p in segmenter.model.parameters()) / 1e6
+    print(f"model: {segmenter.description}")
+    print(f"parameters: {params:.2f} M, torch threads: {torch.get_num_threads()}")
+    print("| measure | median | p90 |")
+    print("|---|---|---|")
+    for name, values in (("cold image (ms)", cold), ("cached image (ms)", cached)):
+        ordered = sorted(values)
+        p90 = ordered[int(0.9 * (len(ordered) - 1))]
+        print(f"| {name} | {1000 * statistics.median(values):.1f} | {1000 * p90:.1f} |")
+    print(f"| generated tokens | {statistics.median(tokens):.0f} | |")
+    print(f"| peak RSS (MiB) | {peak_mib:.0f} | |")
+
+
+if __name__ == "__main__":
+    main()
