@@ -1,0 +1,78 @@
+"""Training loop: falling loss, exact resume after a crash, LoRA's trainable set and merge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fresh_tiny, training_samples
+
+from pixelreason.data.schema import SegSample
+from pixelreason.models.segmenter import PixelReasonModel
+from pixelreason.train.lora import LoraSettings, apply_lora, has_lora, merge_lora
+from pixelreason.train.trainer import CHECKPOINT_DIR, FINAL_DIR, TrainConfig, train
+
+SAMPLES = training_samples()
+
+
+def sample(index: int) -> SegSample:
+    return SAMPLES[index % len(SAMPLES)]
+
+
+def _config(**overrides: object) -> TrainConfig:
+    base = dict(steps=6, batch_size=3, lr=2e-3, warmup_steps=1, log_every=1, save_every=2)
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_training_loss_falls_and_writes_model_history_and_curve(tmp_path: Path) -> None:
+    result = train(fresh_tiny(), sample, tmp_path, _config(steps=30, save_every=10, lr=6e-3))
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0]
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 30
+    assert PixelReasonModel.from_pretrained(tmp_path / FINAL_DIR).config.preset == "tiny"
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = fresh_tiny()
+    train(straight, sample, tmp_path / "a", _config())
+
+    def crashing(index: int) -> SegSample:
+        if index >= 4 * 3:  # the first sample of step 5: steps 1-4 done, checkpoint at 4
+            raise KeyboardInterrupt
+        return sample(index)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh_tiny(), crashing, tmp_path / "b", _config())
+    assert (tmp_path / "b" / CHECKPOINT_DIR).is_dir()
+    resumed = fresh_tiny(seed=1)  # different init: everything must come from the checkpoint
+    result = train(resumed, sample, tmp_path / "b", _config())
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_lora_trains_lisa_set_and_merges_exactly() -> None:
+    model = fresh_tiny()
+    apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable)
+    assert any("embed_tokens" in n for n in trainable) and any("lm_head" in n for n in trainable)
+    assert any("mask_decoder" in n for n in trainable) and any("projector" in n for n in trainable)
+    assert not any("vision_tower" in n or "vision_encoder" in n for n in trainable)
+    assert not any("q_proj.base_layer" in n for n in trainable)
+    for name, parameter in model.named_parameters():  # make the adapters non-trivial
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.1)
+    model.eval()
+    batch = model.collate(training_samples())
+    with torch.no_grad():
+        before = model(batch).loss
+        assert merge_lora(model) == 4  # q and v in 2 layers
+        after = model(batch).loss
+    assert not has_lora(model)
+    assert torch.allclose(before, after, atol=1e-5)
