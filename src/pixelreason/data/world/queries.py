@@ -586,11 +586,11 @@ MULTI_GROUP_QUESTIONS = (
     "Highlight each of the {gp}.",
 )
 MULTI_FACT_QUESTIONS = (
-    "everything that {p}",
+    "everything that {s}",
     "Segment all the things that {p}.",
     "Which objects here {p}?",
-    "Find every object that {p}.",
-    "Show me everything in this image that {p}.",
+    "Find every object that {s}.",
+    "Show me everything in this image that {s}.",
 )
 MULTI_ANSWERS = ("{j}.", "They are {j}.", "Here they are: {j}.", "I found {j}.")
 
@@ -619,7 +619,7 @@ def multi_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str]) -
         texts = _texts(rng, MULTI_GROUP_QUESTIONS, g=a, gp=b)
         fact_ids: list[str] = []
     else:
-        texts = _texts(rng, MULTI_FACT_QUESTIONS, p=FACTS[a].plural)
+        texts = _texts(rng, MULTI_FACT_QUESTIONS, p=FACTS[a].plural, s=FACTS[a].singular)
         fact_ids = [a]
     names = [_short_name(scene.objects[i]) for i in ids]
     answer = _cap(_pick(rng, MULTI_ANSWERS).format(j=_join(names)))
