@@ -1,0 +1,42 @@
+"""ReasonWorld: a procedural, seeded world of reasoning-segmentation samples.
+
+Scenes of drawn objects (categories.py, scene.py), unambiguous queries with answers
+(queries.py), samples and splits with a zero-shot fact hold-out (samples.py), export to the
+ReasonSeg format (export.py) and previews (preview.py).
+"""
+
+from pixelreason.data.world.categories import CATEGORIES, FACTS, Category, Fact
+from pixelreason.data.world.queries import KINDS, SEG, Query, generate_query
+from pixelreason.data.world.samples import (
+    SPLITS,
+    TextQA,
+    WorldSample,
+    generate_sample,
+    held_out_facts,
+    seen_facts,
+    stream,
+    text_qa_samples,
+)
+from pixelreason.data.world.scene import Scene, SceneObject, generate_scene
+
+__all__ = [
+    "CATEGORIES",
+    "FACTS",
+    "KINDS",
+    "SEG",
+    "SPLITS",
+    "Category",
+    "Fact",
+    "Query",
+    "Scene",
+    "SceneObject",
+    "TextQA",
+    "WorldSample",
+    "generate_query",
+    "generate_sample",
+    "generate_scene",
+    "held_out_facts",
+    "seen_facts",
+    "stream",
+    "text_qa_samples",
+]
