@@ -65,6 +65,42 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("image", help="image file")
     chat.add_argument("--out", default=None, help="also save each turn's results here")
     _model_options(chat)
+    trainer = commands.add_parser(
+        "train",
+        help="train a model from a YAML recipe (resumes if interrupted)",
+        description="Train by RECIPE (see recipes/*.yaml). Progress bar with loss and "
+        "throughput; checkpoints under OUT/checkpoint are written atomically and a rerun "
+        "resumes from them; the final model goes to OUT/model, the curve to OUT/curve.png. "
+        "Runs on one CPU process, or on many GPUs with `accelerate launch -m pixelreason.cli`.",
+    )
+    trainer.add_argument("recipe", help="YAML recipe file")
+    trainer.add_argument("--out", default=None, help="output directory (default: the recipe's)")
+    trainer.add_argument("--steps", type=int, default=None, help="override train.steps")
+
+    evaluator = commands.add_parser(
+        "eval",
+        help="gIoU/cIoU of a model on a ReasonSeg-format split",
+        description="Evaluate MODEL on DATA_DIR/SPLIT (ReasonSeg format) with the benchmark's "
+        "rules: gIoU, cIoU, short/long and per-kind breakdown, no-target accuracy, multi-target "
+        "score. Writes OUT/report.json and OUT/grid.png (best and worst overlays).",
+    )
+    evaluator.add_argument("model", help="model name or directory")
+    evaluator.add_argument("data_dir", help="folder with one sub-folder per split")
+    evaluator.add_argument("--split", default="val", help="split folder name (default: val)")
+    evaluator.add_argument("--limit", type=int, default=None, help="only the first N samples")
+    evaluator.add_argument("--out", default=None, help="report folder (default: DATA_DIR/eval)")
+    evaluator.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+    world = commands.add_parser(
+        "world",
+        help="export ReasonWorld splits in the ReasonSeg format",
+        description="Generate ReasonWorld (deterministic by --seed) into OUT_DIR/{train,val,"
+        "test,zeroshot} as ReasonSeg-format image + JSON pairs.",
+    )
+    world.add_argument("out_dir")
+    world.add_argument("--seed", type=int, default=0)
+    for split, size in (("train", 239), ("val", 200), ("test", 779), ("zeroshot", 200)):
+        world.add_argument(f"--{split}", type=int, default=size, help=f"samples (default {size})")
     return parser
 
 
@@ -148,6 +184,61 @@ def cmd_chat(args: argparse.Namespace) -> int:
             save_result(result, image, Path(args.out) / f"turn_{turn}", extra={"query": command})
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pixelreason.train.recipe import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.steps is not None:
+        recipe.train.steps = args.steps
+    result = run_recipe(recipe, args.out)
+    print(f"trained {result.steps} steps; model in {result.final_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from pixelreason.api import Segmenter
+    from pixelreason.data.formats.reasonseg import DatasetFormatError
+    from pixelreason.errors import InputError
+    from pixelreason.eval.evaluate import evaluate, items_from_reasonseg, result_grid
+
+    split_dir = Path(args.data_dir) / args.split
+    if not split_dir.is_dir():
+        raise InputError(f"split folder not found: {split_dir}")
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    _note_model(segmenter.description)
+    try:
+        items = list(items_from_reasonseg(split_dir, args.limit))
+    except DatasetFormatError as exc:
+        raise InputError(str(exc)) from exc
+    report, records = evaluate(segmenter, items)
+    report.update(data=str(split_dir), split=args.split)
+    out = Path(args.out) if args.out else Path(args.data_dir) / "eval" / args.split
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    result_grid(records, out / "grid.png")
+    overall = report["overall"]
+    print(
+        f"{args.split}: gIoU {overall['giou']:.4f}  cIoU {overall['ciou']:.4f}  "
+        f"({report['count']} samples)"
+    )
+    for name in ("short", "long"):
+        if report[name]:
+            print(f"  {name}: gIoU {report[name]['giou']:.4f} ({report[name]['count']})")
+    print(f"report: {out / 'report.json'}, grid: {out / 'grid.png'}")
+    return 0
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from pixelreason.data.world.export import main as export_main
+
+    argv = [args.out_dir, "--seed", str(args.seed)]
+    for split in ("train", "val", "test", "zeroshot"):
+        argv += [f"--{split}", str(getattr(args, split))]
+    return export_main(argv)
+
+
 def _note_model(description: str) -> None:
     if "UNTRAINED" in description:
         print(
@@ -156,7 +247,13 @@ def _note_model(description: str) -> None:
         )
 
 
-COMMANDS = {"segment": cmd_segment, "chat": cmd_chat}
+COMMANDS = {
+    "segment": cmd_segment,
+    "chat": cmd_chat,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "world": cmd_world,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

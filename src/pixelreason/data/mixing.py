@@ -1,0 +1,138 @@
+"""Training data by LISA's recipe, drawn from ReasonWorld: semantic-segmentation QA, referring
+QA, text-only QA and reasoning samples mixed at configurable rates (LISA: 9 : 3 : 3 : 1).
+
+`WorldMixture(config)(index)` is deterministic in `index`, which is what the trainer needs for
+exact resumption and for giving each process of a multi-GPU run its own samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pixelreason.data.schema import IGNORE_VALUE, SegSample
+from pixelreason.data.templates import (
+    ABSENT_ANSWERS,
+    SEGMENT_ANSWERS,
+    SEMANTIC_QUESTIONS,
+    SEMANTIC_QUESTIONS_PLURAL,
+    pick,
+)
+from pixelreason.data.world import (
+    CATEGORIES,
+    WorldSample,
+    generate_sample,
+    generate_scene,
+    text_qa_samples,
+)
+from pixelreason.prompting import Turn
+
+#: Query kinds that count as "referring" (no reasoning); the rest are "reasoning".
+REFERRING_KINDS = ("explicit", "spatial")
+REASONING_KINDS = (
+    "comparative",
+    "knowledge",
+    "long",
+    "multi",
+    "absent",
+    "explanatory",
+    "multiturn",
+)
+SOURCES = ("sem_seg", "refer", "text_qa", "reason")
+
+
+@dataclass
+class MixConfig:
+    """Rates of each source (relative weights) and world settings."""
+
+    rates: dict[str, float] = field(
+        default_factory=lambda: {"sem_seg": 9.0, "refer": 3.0, "text_qa": 3.0, "reason": 1.0}
+    )
+    seed: int = 0
+    image_size: int = 128
+    #: Probability that a semantic-segmentation question asks for an absent category.
+    absent_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.rates) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown data sources {unknown}; choose from {list(SOURCES)}")
+        if sum(self.rates.values()) <= 0:
+            raise ValueError("data rates must have a positive sum")
+
+
+def world_to_seg(sample: WorldSample) -> SegSample:
+    """A ReasonWorld sample as a training sample: every turn, one mask per `<SEG>` in order."""
+    masks = [m for turn in sample.history_masks for m in turn] + list(sample.target_masks)
+    ignore = sample.ignore_mask
+    return SegSample(
+        image=sample.image,
+        turns=[Turn(user, assistant) for user, assistant in sample.conversation],
+        masks=[_uint8(m, ignore) for m in masks],
+    )
+
+
+def _uint8(mask: np.ndarray, ignore: np.ndarray | None) -> np.ndarray:
+    out = mask.astype(np.uint8)
+    if ignore is not None:
+        out[ignore] = IGNORE_VALUE
+    return out
+
+
+class WorldMixture:
+    """index -> SegSample, drawing each index's source by the configured rates."""
+
+    def __init__(self, config: MixConfig) -> None:
+        self.config = config
+        self.sources = [s for s in SOURCES if config.rates.get(s, 0) > 0]
+        weights = np.array([config.rates[s] for s in self.sources], dtype=np.float64)
+        self.probs = weights / weights.sum()
+        self.text_pool = list(text_qa_samples(config.seed, epochs=1))
+
+    def source_of(self, index: int) -> str:
+        rng = np.random.default_rng([self.config.seed, 7, index])
+        return self.sources[int(rng.choice(len(self.sources), p=self.probs))]
+
+    def __call__(self, index: int) -> SegSample:
+        source = self.source_of(index)
+        rng = np.random.default_rng([self.config.seed, 11, index])
+        if source == "sem_seg":
+            return self._semantic(rng)
+        if source == "text_qa":
+            return self._text_qa(rng, index)
+        kinds = REFERRING_KINDS if source == "refer" else REASONING_KINDS
+        kind = kinds[int(rng.integers(len(kinds)))]
+        return world_to_seg(
+            generate_sample(
+                self.config.seed, "train", index, size=self.config.image_size, kind=kind
+            )
+        )
+
+    def _semantic(self, rng: np.random.Generator) -> SegSample:
+        """ "Segment the {class}": one binary mask, the union of the class's instances."""
+        scene = generate_scene(rng, size=self.config.image_size)
+        present = sorted({o.category.name for o in scene.objects})
+        if rng.random() < self.config.absent_rate:
+            absent = [c for c in CATEGORIES if c.name not in present]
+            category = absent[int(rng.integers(len(absent)))]
+            question = pick(rng, SEMANTIC_QUESTIONS).format(name=category.name)
+            answer = pick(rng, ABSENT_ANSWERS).format(name=category.name)
+            return SegSample(scene.image, [Turn(question, answer)], [])
+        name = present[int(rng.integers(len(present)))]
+        instances = [o for o in scene.objects if o.category.name == name]
+        mask = np.logical_or.reduce([o.mask for o in instances])
+        if len(instances) > 1:
+            template = pick(rng, SEMANTIC_QUESTIONS_PLURAL)
+            question = template.format(plural=instances[0].category.plural)
+        else:
+            question = pick(rng, SEMANTIC_QUESTIONS).format(name=name)
+        return SegSample(
+            scene.image, [Turn(question, pick(rng, SEGMENT_ANSWERS))], [_uint8(mask, None)]
+        )
+
+    def _text_qa(self, rng: np.random.Generator, index: int) -> SegSample:
+        """Knowledge as text (LISA's VQA slot): the image is a scene the question ignores."""
+        item = self.text_pool[index % len(self.text_pool)]
+        scene = generate_scene(rng, size=self.config.image_size)
+        return SegSample(scene.image, [Turn(item.question, item.answer)], [])

@@ -1,0 +1,113 @@
+"""Training recipes: one YAML file says which model, which data and how to optimise.
+
+model: {preset: small}            # or {from: DIR} to continue, or
+                                  # {llava: NAME_OR_DIR, sam: NAME_OR_DIR} for public weights
+data: {seed: 0, image_size: 128, rates: {sem_seg: 9, refer: 3, text_qa: 3, reason: 1}}
+val: {seed: 1, samples: 50}       # generated ReasonWorld val samples for periodic gIoU
+train: {steps: 2000, batch_size: 8, lr: 3e-4, warmup_steps: 100, lora: null, ...}
+out: runs/default
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from pixelreason.api import Segmenter
+from pixelreason.config import preset
+from pixelreason.data.mixing import MixConfig, WorldMixture
+from pixelreason.errors import InputError
+from pixelreason.eval.evaluate import evaluate, items_from_world
+from pixelreason.models.segmenter import PixelReasonModel
+from pixelreason.train.lora import LoraSettings
+from pixelreason.train.losses import LossWeights
+from pixelreason.train.trainer import TrainConfig, TrainResult, train
+
+
+@dataclass
+class Recipe:
+    model: dict[str, Any]
+    data: MixConfig
+    train: TrainConfig
+    val: dict[str, Any] = field(default_factory=dict)
+    out: str = "runs/train"
+
+
+def _dataclass_from(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    data = dict(data or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe file; every mistake is one clear InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(raw) - {"model", "data", "val", "train", "out"})
+    if unknown:
+        raise InputError(f"{path}: unknown sections {unknown}")
+    train_raw = dict(raw.get("train") or {})
+    if train_raw.get("lora") is not None:
+        lora = train_raw["lora"]
+        lora = {} if lora is True else lora
+        if "targets" in lora:
+            lora["targets"] = tuple(lora["targets"])
+        train_raw["lora"] = _dataclass_from(LoraSettings, lora, f"{path}: train.lora")
+    if "loss" in train_raw:
+        train_raw["loss"] = _dataclass_from(LossWeights, train_raw["loss"], f"{path}: train.loss")
+    model = raw.get("model") or {"preset": "small"}
+    if not isinstance(model, dict) or not ({"preset", "from", "llava"} & set(model)):
+        raise InputError(f"{path}: model needs one of preset, from, llava")
+    return Recipe(
+        model=model,
+        data=_dataclass_from(MixConfig, raw.get("data"), f"{path}: data"),
+        train=_dataclass_from(TrainConfig, train_raw, f"{path}: train"),
+        val=dict(raw.get("val") or {}),
+        out=str(raw.get("out", "runs/train")),
+    )
+
+
+def build_model(spec: dict[str, Any]) -> PixelReasonModel:
+    if "preset" in spec:
+        torch.manual_seed(int(spec.get("seed", 0)))
+        return PixelReasonModel.from_config(preset(spec["preset"]))
+    if "from" in spec:
+        return PixelReasonModel.from_pretrained(spec["from"])
+    return PixelReasonModel.from_components(
+        spec["llava"], spec.get("sam"), head=spec.get("head", "lisa")
+    )
+
+
+def run_recipe(recipe: Recipe, out: str | Path | None = None) -> TrainResult:
+    """Build the model and data of a recipe and train it (resuming if `out` has a checkpoint)."""
+    model = build_model(recipe.model)
+    mixture = WorldMixture(recipe.data)
+    evaluate_fn = None
+    samples = int(recipe.val.get("samples", 0))
+    if samples > 0:
+        items = items_from_world(
+            int(recipe.val.get("seed", recipe.data.seed)), "val", samples, recipe.data.image_size
+        )
+
+        def evaluate_fn(current: PixelReasonModel) -> dict[str, float]:
+            report, _ = evaluate(Segmenter(current, "training"), items, progress=False)
+            return {"giou": report["overall"]["giou"], "ciou": report["overall"]["ciou"]}
+
+    return train(model, mixture, Path(out or recipe.out), recipe.train, evaluate_fn)

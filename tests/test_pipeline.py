@@ -1,0 +1,96 @@
+"""Data mixing, recipes and the evaluation report, on tiny settings."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import fresh_tiny
+
+from pixelreason.api import Segmenter
+from pixelreason.cli import main
+from pixelreason.data.mixing import MixConfig, WorldMixture
+from pixelreason.errors import InputError
+from pixelreason.eval.evaluate import evaluate, items_from_world, result_grid
+from pixelreason.tokens import SEG_TOKEN
+from pixelreason.train.recipe import load_recipe
+
+
+def test_mixture_follows_rates_and_is_deterministic() -> None:
+    mixture = WorldMixture(MixConfig(rates={"sem_seg": 3, "text_qa": 1}, image_size=64))
+    sources = collections.Counter(mixture.source_of(i) for i in range(400))
+    assert set(sources) == {"sem_seg", "text_qa"}
+    assert 0.65 < sources["sem_seg"] / 400 < 0.85
+    for index in range(20):
+        first, again = mixture(index), mixture(index)
+        assert first.turns == again.turns
+        assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+        segs = sum(t.assistant.count(SEG_TOKEN) for t in first.turns)
+        assert segs == len(first.masks)
+
+
+def test_every_source_collates_into_a_tiny_batch() -> None:
+    model = fresh_tiny()
+    for source in ("sem_seg", "refer", "text_qa", "reason"):
+        mixture = WorldMixture(MixConfig(rates={source: 1}, image_size=64))
+        batch = model.collate([mixture(i) for i in range(4)])
+        assert batch.input_ids.shape[0] == 4
+
+
+def test_unknown_sources_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown data sources"):
+        MixConfig(rates={"memes": 1})
+
+
+def test_recipe_validation(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("model: {preset: tiny}\ntrain: {steps: 3, lora: {r: 4}}\n")
+    recipe = load_recipe(path)
+    assert recipe.train.steps == 3 and recipe.train.lora.r == 4
+    path.write_text("train: {stepz: 3}\n")
+    with pytest.raises(InputError, match="unknown keys"):
+        load_recipe(path)
+    path.write_text("model: [1, 2\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_recipe(path)
+
+
+def test_eval_report_schema_and_grid(tmp_path: Path) -> None:
+    items = items_from_world(seed=0, split="val", count=6, image_size=64)
+    segmenter = Segmenter(fresh_tiny(), "tiny")
+    report, records = evaluate(segmenter, items, progress=False)
+    assert report["count"] == 6 and len(report["samples"]) == 6
+    assert set(report["overall"]) >= {"giou", "ciou", "count"}
+    assert 0.0 <= report["overall"]["giou"] <= 1.0
+    kinds = {item.kind for item in items}
+    assert kinds <= set(report["by_kind"])
+    for key in ("no_target_accuracy", "multi_target", "names_targets", "short", "long"):
+        assert key in report
+    json.dumps(report)  # serialisable
+    result_grid(records, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_cli_world_train_eval_round_trip(tmp_path: Path) -> None:
+    data = tmp_path / "world"
+    assert (
+        main(["world", str(data), "--train", "0", "--val", "3", "--test", "0", "--zeroshot", "0"])
+        == 0
+    )
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "model: {preset: tiny}\ndata: {image_size: 64}\n"
+        "train: {steps: 2, batch_size: 2, save_every: 1, log_every: 1}\n"
+    )
+    assert main(["train", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    model_dir = tmp_path / "run" / "model"
+    assert (
+        main(["eval", str(model_dir), str(data), "--split", "val", "--out", str(tmp_path / "eval")])
+        == 0
+    )
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["count"] == 3 and report["split"] == "val"
+    assert (tmp_path / "eval" / "grid.png").is_file()
