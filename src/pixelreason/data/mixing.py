@@ -21,6 +21,7 @@ from pixelreason.data.templates import (
 )
 from pixelreason.data.world import (
     CATEGORIES,
+    KINDS,
     WorldSample,
     generate_sample,
     generate_scene,
@@ -30,15 +31,7 @@ from pixelreason.prompting import Turn
 
 #: Query kinds that count as "referring" (no reasoning); the rest are "reasoning".
 REFERRING_KINDS = ("explicit", "spatial")
-REASONING_KINDS = (
-    "comparative",
-    "knowledge",
-    "long",
-    "multi",
-    "absent",
-    "explanatory",
-    "multiturn",
-)
+REASONING_KINDS = tuple(k for k in KINDS if k not in REFERRING_KINDS)
 SOURCES = ("sem_seg", "refer", "text_qa", "reason")
 
 

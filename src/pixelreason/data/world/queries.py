@@ -426,16 +426,22 @@ def _clearly_extreme(objects: Sequence[SceneObject], ids: Sequence[int], big: bo
     return winners.pop() if len(winners) == 1 else None
 
 
-def comparative_query(
-    scene: Scene, rng: np.random.Generator, facts: frozenset[str]
-) -> Query | None:
-    """'the biggest fruit', 'the smallest mug', 'the largest object'."""
-    groups: list[tuple[str, str, list[int]]] = []
+def _group_indices(scene: Scene) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Object indices grouped by category name and by super-category, in scene order."""
     by_category: dict[str, list[int]] = {}
     by_super: dict[str, list[int]] = {}
     for i, obj in enumerate(scene.objects):
         by_category.setdefault(obj.name, []).append(i)
         by_super.setdefault(obj.category.supercategory, []).append(i)
+    return by_category, by_super
+
+
+def comparative_query(
+    scene: Scene, rng: np.random.Generator, facts: frozenset[str]
+) -> Query | None:
+    """'the biggest fruit', 'the smallest mug', 'the largest object'."""
+    groups: list[tuple[str, str, list[int]]] = []
+    by_category, by_super = _group_indices(scene)
     for name, ids in by_category.items():
         groups.append((name, scene.objects[ids[0]].category.plural, ids))
     for key, ids in by_super.items():
@@ -598,11 +604,7 @@ MULTI_ANSWERS = ("{j}.", "They are {j}.", "Here they are: {j}.", "I found {j}.")
 def multi_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str]) -> Query | None:
     """'all the fruits', 'everything made of glass': two or more targets."""
     options: list[tuple[str, tuple[str, str], list[int]]] = []
-    by_category: dict[str, list[int]] = {}
-    by_super: dict[str, list[int]] = {}
-    for i, obj in enumerate(scene.objects):
-        by_category.setdefault(obj.name, []).append(i)
-        by_super.setdefault(obj.category.supercategory, []).append(i)
+    by_category, by_super = _group_indices(scene)
     for name, ids in by_category.items():
         options.append(("group", (name, scene.objects[ids[0]].category.plural), ids))
     for key, ids in by_super.items():
