@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 IMAGE_TOKEN = "<image>"
@@ -23,16 +22,3 @@ def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
     if token not in vocab:
         raise KeyError(f"tokenizer has no token {token!r}")
     return int(vocab[token])
-
-
-def predicting_positions(input_ids: torch.Tensor, token: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions whose hidden state predicts `token` as the next token.
-
-    For input_ids (B, T) returns (batch_index, position), each (N,), ordered by batch then
-    position: for every occurrence of `token` at (b, t) with t >= 1, the pair (b, t - 1). LISA
-    reads the mask embedding from this state, which is also the one that emitted `<SEG>`
-    during generation, so training and inference use the same quantity.
-    """
-    hits = input_ids[:, 1:] == token
-    batch_index, position = hits.nonzero(as_tuple=True)
-    return batch_index, position
