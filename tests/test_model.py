@@ -132,3 +132,17 @@ def test_every_preset_builds_and_trains_one_step(name: str) -> None:
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.num_masks == 3
     assert model.head.projector[0].weight.grad is not None
+
+
+def test_padding_in_a_batch_changes_no_real_output() -> None:
+    """Teacher forcing uses causal attention without a padding mask: exact for right padding."""
+    model = fresh_tiny().eval()
+    short, long = training_samples()[:2]
+    assert len(short.turns[0].assistant) != len(long.turns[0].assistant)
+    with torch.no_grad():
+        together = model.teacher_forced(model.collate([short, long]))
+        alone = [model.teacher_forced(model.collate([s])) for s in (short, long)]
+    for row, (out, prediction) in enumerate(alone):
+        length = out.logits.shape[1]
+        torch.testing.assert_close(together[0].logits[row, :length], out.logits[0])
+        torch.testing.assert_close(together[1].logits[row], prediction.logits[0])

@@ -98,8 +98,14 @@ class Backbone(nn.Module):
         features = image_features.to(embeds.dtype).reshape(-1, embeds.shape[-1])
         return embeds.masked_scatter(is_image.unsqueeze(-1), features)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> BackboneOutput:
-        """Teacher-forced pass: inputs_embeds (B, T, D), attention_mask (B, T)."""
+    def forward(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> BackboneOutput:
+        """Teacher-forced pass: inputs_embeds (B, T, D), attention_mask (B, T).
+
+        `attention_mask=None` means plain causal attention, which is exact for the real tokens of
+        a right-padded batch (padding comes after them) and takes the fused attention kernels.
+        """
         out = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

@@ -321,7 +321,8 @@ class PixelReasonModel(nn.Module):
         targets the answers name (in the head's input frame)."""
         features = self.backbone.encode_image(batch.backbone_pixels)
         embeds = self.backbone.embed(batch.input_ids, features)
-        out = self.backbone(embeds, batch.attention_mask)
+        # Batches are right-padded, so causal attention alone never lets a real token see padding.
+        out = self.backbone(embeds, None)
         context = self.head.encode_image(batch.head_pixels, features)
         # states[:, t] predicted token t + 1; only answer tokens (labels) may trigger masks.
         prediction = self.head(
