@@ -9,6 +9,7 @@ from pixelreason.train.losses import (
     combine,
     mask_bce,
     mask_dice,
+    target_overlap,
     text_loss,
 )
 
@@ -57,3 +58,24 @@ def test_combine_uses_lisa_weights_by_default() -> None:
     total = combine(text, bce, dice, LossWeights())
     assert total.item() == pytest.approx(1.5 + 1.0 * (2.0 * 0.3 + 0.5 * 0.2))
     assert combine(text, bce[:0], dice[:0], LossWeights()).item() == pytest.approx(1.5)
+
+
+def test_target_overlap_counts_only_pixels_claimed_twice() -> None:
+    logits = torch.full((2, 2, 2), -60.0)
+    logits[0, 0, :] = 60.0  # target 0 claims the top row
+    logits[1, :, 0] = 60.0  # target 1 claims the left column: shared pixel (0, 0)
+    valid = torch.ones(2, 2, dtype=torch.bool)
+    assert target_overlap(logits, valid).item() == pytest.approx(1 / 4, abs=1e-6)
+    valid[0, 0] = False  # the shared pixel is ignored
+    assert target_overlap(logits, valid).item() == pytest.approx(0.0, abs=1e-6)
+    half = torch.zeros(3, 1, 1)  # three targets at p = 0.5: excess 1.5 - 0.5 = 1.0
+    assert target_overlap(half, torch.ones(1, 1, dtype=torch.bool)).item() == pytest.approx(1.0)
+    assert target_overlap(logits[:1], valid).item() == 0.0
+
+
+def test_combine_adds_refinement_only_when_weighted() -> None:
+    text, bce, dice = torch.tensor(1.0), torch.tensor([0.2]), torch.tensor([0.1])
+    refine = torch.tensor([0.3, 0.1])
+    plain = combine(text, bce, dice, LossWeights(), refine)
+    weighted = combine(text, bce, dice, LossWeights(refine=2.0), refine)
+    assert weighted.item() == pytest.approx(plain.item() + 2.0 * 0.2)

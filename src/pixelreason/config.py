@@ -237,8 +237,32 @@ def small() -> ModelConfig:
     )
 
 
+def tiny_pixellm() -> ModelConfig:
+    """`tiny`'s backbone with PixelLM's SAM-free codebook head (tests)."""
+    config = tiny()
+    config.sam, config.head, config.preset = None, "pixellm", "tiny-pixellm"
+    config.sam_image_size = 0
+    config.head_args = {"groups": 2, "tokens_per_group": 3, "channels": 32}
+    return config
+
+
+def small_pixellm() -> ModelConfig:
+    """`small`'s backbone with PixelLM's head: 2 groups x 3 codebook tokens over vision layers
+    2 and 4, a 64-channel pixel decoder, and no SAM."""
+    config = small()
+    config.sam, config.head, config.preset = None, "pixellm", "small-pixellm"
+    config.head_args = {"groups": 2, "tokens_per_group": 3, "channels": 64}
+    config.sam_image_size = 0
+    return config
+
+
 #: Named presets (random initialisation). Every entry is built in a test so none can rot.
-PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": tiny, "small": small}
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    "tiny": tiny,
+    "small": small,
+    "tiny-pixellm": tiny_pixellm,
+    "small-pixellm": small_pixellm,
+}
 
 
 def preset(name: str) -> ModelConfig:

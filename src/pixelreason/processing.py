@@ -20,6 +20,7 @@ from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPi
 
 from pixelreason.errors import InputError
 from pixelreason.prompting import MAX_QUERY_CHARS, Turn, conversation_pieces
+from pixelreason.tokens import SEG_TOKEN
 
 IGNORE_INDEX = -100
 BACKBONE_PROCESSOR_DIR = "backbone_processor"
@@ -92,6 +93,7 @@ class Preprocessor:
         image_token_id: int,
         num_image_tokens: int,
         system_prompt: str = "",
+        target_text: str = SEG_TOKEN,
     ) -> None:
         self.tokenizer = tokenizer
         self.backbone_processor = backbone_processor
@@ -99,6 +101,8 @@ class Preprocessor:
         self.image_token_id = image_token_id
         self.num_image_tokens = num_image_tokens
         self.system_prompt = system_prompt
+        #: What one target marker (`<SEG>` in data) becomes in the token stream of this model.
+        self.target_text = target_text
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs an end-of-sequence token")
 
@@ -150,7 +154,10 @@ class Preprocessor:
             labels.append(IGNORE_INDEX)
         pieces = conversation_pieces(turns, image=image, system_prompt=self.system_prompt)
         for piece in pieces:
-            piece_ids = self.tokenizer(piece.text, add_special_tokens=False)["input_ids"]
+            text = piece.text
+            if piece.supervised and self.target_text != SEG_TOKEN:
+                text = text.replace(SEG_TOKEN, self.target_text)
+            piece_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if piece.ends_turn:
                 piece_ids = [*piece_ids, self.tokenizer.eos_token_id]
             ids.extend(piece_ids)
@@ -173,11 +180,14 @@ class Preprocessor:
         return EncodedText(input_ids=input_ids, labels=label_ids)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        """Text of generated ids, keeping `<SEG>` visible and dropping end/pad tokens."""
+        """Text of generated ids, each target shown as `<SEG>`, end/pad tokens dropped."""
         ids = [int(i) for i in ids]
         drop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, self.image_token_id}
         kept = [i for i in ids if i not in drop]
-        return self.tokenizer.decode(kept, skip_special_tokens=False).strip()
+        text = self.tokenizer.decode(kept, skip_special_tokens=False).strip()
+        if self.target_text != SEG_TOKEN:
+            text = text.replace(self.target_text, SEG_TOKEN)
+        return text
 
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

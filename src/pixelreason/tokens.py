@@ -22,3 +22,9 @@ def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
     if token not in vocab:
         raise KeyError(f"tokenizer has no token {token!r}")
     return int(vocab[token])
+
+
+def codebook_tokens(groups: int, per_group: int) -> tuple[str, ...]:
+    """PixelLM's segmentation codebook: `<SEG_l_n>` for group l (one vision scale) and token n,
+    in the order one target's codebook occurrence is written."""
+    return tuple(f"<SEG_{g}_{n}>" for g in range(groups) for n in range(per_group))

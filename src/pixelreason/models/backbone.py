@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,8 +72,31 @@ class Backbone(nn.Module):
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values (B, 3, S, S) -> projected image features (B, N, D)."""
-        features = self.model.get_image_features(pixel_values=pixel_values).pooler_output
-        return torch.stack(list(features))
+        return self.encode_image_layers(pixel_values)[0]
+
+    def encode_image_layers(
+        self, pixel_values: torch.Tensor, layers: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Projected features (B, N, D) and, for each hidden-state index in `layers`, the
+        vision tower's patch features (B, g*g, Dv) (class token dropped) from the same pass."""
+        out = self.model.get_image_features(pixel_values=pixel_values, output_hidden_states=True)
+        features = torch.stack(list(out.pooler_output))
+        patches = self.grid_size**2
+        return features, [out.hidden_states[layer][:, -patches:] for layer in layers]
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the vision tower's patch grid."""
+        vision = self.config.vision_config
+        return int(vision.image_size // vision.patch_size)
+
+    @property
+    def vision_hidden_size(self) -> int:
+        return int(self.config.vision_config.hidden_size)
+
+    @property
+    def vision_num_layers(self) -> int:
+        return int(self.config.vision_config.num_hidden_layers)
 
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings (B, T, D) with image features placed at the image-token positions.

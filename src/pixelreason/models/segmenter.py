@@ -39,7 +39,14 @@ from pixelreason.processing import (
 from pixelreason.prompting import Turn
 from pixelreason.tokenizer import bundled_tokenizer
 from pixelreason.tokens import IMAGE_TOKEN, add_special_tokens, token_id
-from pixelreason.train.losses import LossWeights, combine, mask_bce, mask_dice, text_loss
+from pixelreason.train.losses import (
+    LossWeights,
+    combine,
+    mask_bce,
+    mask_dice,
+    target_overlap,
+    text_loss,
+)
 from pixelreason.utils.files import atomic_directory
 
 WEIGHTS_NAME = "model.safetensors"
@@ -82,6 +89,7 @@ class LossOutput:
     bce: float
     dice: float
     num_masks: int
+    refine: float = 0.0
 
 
 @dataclass
@@ -129,17 +137,21 @@ class PixelReasonModel(nn.Module):
         """Randomly initialised model (training from scratch, tests). Presets use the bundled
         tokenizer; the head's tokens are added and the vocabulary sized to fit."""
         tokenizer = tokenizer if tokenizer is not None else bundled_tokenizer()
-        add_special_tokens(tokenizer, [IMAGE_TOKEN, *head_class(config.head).special_tokens])
+        add_special_tokens(
+            tokenizer,
+            [IMAGE_TOKEN, *head_class(config.head).special_tokens_for(config.head_args)],
+        )
         llava = dict(config.llava)
         llava["text_config"] = {**llava["text_config"], "vocab_size": len(tokenizer)}
         llava["image_token_id"] = token_id(tokenizer, IMAGE_TOKEN)
         config.llava = LlavaConfig.from_dict(llava).to_dict()
         backbone = Backbone(LlavaForConditionalGeneration(LlavaConfig.from_dict(config.llava)))
-        head = build_head(config.head, backbone.hidden_size, config.sam, config.head_args)
+        head = build_head(config.head, backbone, config.sam, config.head_args)
         preprocessor = _make_preprocessor(
             config,
             tokenizer,
             backbone,
+            head,
             default_backbone_processor(config.backbone_image_size),
             default_sam_processor(config.sam_image_size) if head.uses_head_image else None,
         )
@@ -167,7 +179,8 @@ class PixelReasonModel(nn.Module):
             sam_processor = load_image_processor(sam) if sam else None
         except OSError as exc:
             raise CheckpointError(f"cannot load pretrained components: {exc}") from exc
-        if add_special_tokens(tokenizer, list(head_class(head).special_tokens)):
+        head_tokens = head_class(head).special_tokens_for(head_args or {})
+        if add_special_tokens(tokenizer, list(head_tokens)):
             language.resize_token_embeddings(len(tokenizer))
         backbone = Backbone(language)
         vision = language.config.vision_config
@@ -182,13 +195,13 @@ class PixelReasonModel(nn.Module):
         )
         mask_head = build_head(
             head,
-            backbone.hidden_size,
+            backbone,
             config.sam,
             config.head_args,
             sam=None if sam_model is None else SamDecoder(sam_model),
         )
         preprocessor = _make_preprocessor(
-            config, tokenizer, backbone, backbone_processor, sam_processor
+            config, tokenizer, backbone, mask_head, backbone_processor, sam_processor
         )
         return cls(config, backbone, mask_head, preprocessor)
 
@@ -212,7 +225,7 @@ class PixelReasonModel(nn.Module):
             ) from exc
         try:
             backbone = Backbone(LlavaForConditionalGeneration(LlavaConfig.from_dict(config.llava)))
-            head = build_head(config.head, backbone.hidden_size, config.sam, config.head_args)
+            head = build_head(config.head, backbone, config.sam, config.head_args)
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"invalid model config in {directory}: {exc}") from exc
         if head.uses_head_image and head_processor is None:
@@ -223,7 +236,9 @@ class PixelReasonModel(nn.Module):
             config,
             backbone,
             head,
-            _make_preprocessor(config, tokenizer, backbone, backbone_processor, head_processor),
+            _make_preprocessor(
+                config, tokenizer, backbone, head, backbone_processor, head_processor
+            ),
         )
         model._load_weights(directory / WEIGHTS_NAME)
         return model.to(device).eval()
@@ -319,11 +334,13 @@ class PixelReasonModel(nn.Module):
     def teacher_forced(self, batch: Batch) -> tuple[BackboneOutput, MaskPrediction]:
         """One pass over given conversations: LM outputs and the head's masks for the
         targets the answers name (in the head's input frame)."""
-        features = self.backbone.encode_image(batch.backbone_pixels)
+        features, layers = self.backbone.encode_image_layers(
+            batch.backbone_pixels, self.head.vision_layers
+        )
         embeds = self.backbone.embed(batch.input_ids, features)
         # Batches are right-padded, so causal attention alone never lets a real token see padding.
         out = self.backbone(embeds, None)
-        context = self.head.encode_image(batch.head_pixels, features)
+        context = self.head.encode_image(batch.head_pixels, features, layers)
         # states[:, t] predicted token t + 1; only answer tokens (labels) may trigger masks.
         prediction = self.head(
             HeadInputs(
@@ -339,7 +356,7 @@ class PixelReasonModel(nn.Module):
         """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask."""
         weights = weights or LossWeights()
         out, prediction = self.teacher_forced(batch)
-        bces, dices = [], []
+        bces, dices, overlaps = [], [], []
         for logits, image, target in zip(prediction.logits, batch.images, batch.masks, strict=True):
             if logits.shape[0] == 0:
                 continue
@@ -347,15 +364,19 @@ class PixelReasonModel(nn.Module):
             valid = target != IGNORE_VALUE
             bces.append(mask_bce(full, target == 1, valid))
             dices.append(mask_dice(full, target == 1, valid))
+            if weights.refine and logits.shape[0] > 1:
+                overlaps.append(target_overlap(full, valid.all(0)))
         bce = torch.cat(bces) if bces else out.logits.new_zeros(0)
         dice = torch.cat(dices) if dices else out.logits.new_zeros(0)
+        refine = torch.stack(overlaps) if overlaps else out.logits.new_zeros(0)
         text = text_loss(out.logits, batch.labels)
         return LossOutput(
-            loss=combine(text, bce, dice, weights),
+            loss=combine(text, bce, dice, weights, refine),
             text=float(text.detach()),
             bce=float(bce.detach().mean()) if bce.numel() else 0.0,
             dice=float(dice.detach().mean()) if dice.numel() else 0.0,
             num_masks=int(bce.numel()),
+            refine=float(refine.detach().mean()) if refine.numel() else 0.0,
         )
 
     # -- inference ----------------------------------------------------------------------------
@@ -363,9 +384,11 @@ class PixelReasonModel(nn.Module):
     def encode_image(self, image: ImageInputs) -> ImageCache:
         """Run both vision encoders once; the cache answers any number of questions."""
         device = self.device
-        features = self.backbone.encode_image(image.backbone_pixels[None].to(device))
+        features, layers = self.backbone.encode_image_layers(
+            image.backbone_pixels[None].to(device), self.head.vision_layers
+        )
         head_pixels = None if image.head_pixels is None else image.head_pixels[None].to(device)
-        return ImageCache(image, features, self.head.encode_image(head_pixels, features))
+        return ImageCache(image, features, self.head.encode_image(head_pixels, features, layers))
 
     @torch.no_grad()
     def answer(
@@ -412,6 +435,7 @@ def _make_preprocessor(
     config: ModelConfig,
     tokenizer: PreTrainedTokenizerBase,
     backbone: Backbone,
+    head: MaskHead,
     backbone_processor: Any,
     head_processor: Any,
 ) -> Preprocessor:
@@ -423,6 +447,9 @@ def _make_preprocessor(
     vocab = backbone.model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens but the model only {vocab}")
+    missing = [t for t in head.tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        raise CheckpointError(f"the tokenizer lacks the {config.head} head's tokens {missing[:3]}")
     return Preprocessor(
         tokenizer,
         backbone_processor,
@@ -430,6 +457,7 @@ def _make_preprocessor(
         image_token_id=image_token_id,
         num_image_tokens=backbone.num_image_tokens,
         system_prompt=config.system_prompt,
+        target_text=head.target_text,
     )
 
 

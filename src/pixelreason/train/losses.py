@@ -12,12 +12,14 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class LossWeights:
-    """L = text * CE + mask * (bce * BCE + dice * DICE); defaults are LISA's."""
+    """L = text * CE + mask * (bce * BCE + dice * DICE) + refine * REFINE; defaults are LISA's
+    (PixelLM adds its target refinement loss with `refine` > 0)."""
 
     text: float = 1.0
     mask: float = 1.0
     bce: float = 2.0
     dice: float = 0.5
+    refine: float = 0.0
 
 
 def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -58,11 +60,33 @@ def mask_dice(
     return 1.0 - (2.0 * intersection + eps) / (total + eps)
 
 
+def target_overlap(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """PixelLM-style target refinement: how much the masks of one image claim the same pixels.
+
+    logits (T, H, W) of the T targets named in one answer, valid (H, W) bool. Per valid pixel
+    the claims beyond the strongest one, sum_t p_t - max_t p_t, averaged: 0 when no two targets
+    claim a pixel, and it grows as they do. Returns a scalar (0 for fewer than two targets).
+    """
+    if logits.shape[0] < 2:
+        return logits.sum() * 0.0
+    probs = torch.sigmoid(logits.float())
+    excess = probs.sum(0) - probs.max(0).values
+    valid = valid.float()
+    return (excess * valid).sum() / valid.sum().clamp(min=1.0)
+
+
 def combine(
-    text: torch.Tensor, bce: torch.Tensor, dice: torch.Tensor, weights: LossWeights
+    text: torch.Tensor,
+    bce: torch.Tensor,
+    dice: torch.Tensor,
+    weights: LossWeights,
+    refine: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Total loss from the text CE (scalar) and per-mask BCE and DICE (N,), averaged over masks."""
+    """Total loss from the text CE (scalar), per-mask BCE and DICE (N,), averaged over masks,
+    and the per-image target refinement terms (M,), averaged over images."""
     total = weights.text * text
     if bce.numel():
         total = total + weights.mask * (weights.bce * bce.mean() + weights.dice * dice.mean())
+    if refine is not None and refine.numel() and weights.refine:
+        total = total + weights.refine * refine.mean()
     return total

@@ -6,10 +6,11 @@ from typing import Any
 
 from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
 from pixelreason.models.heads.lisa import LisaHead
+from pixelreason.models.heads.pixellm import PixelLMHead
 from pixelreason.models.sam import SamDecoder
 
 #: Registered heads by name; a new paper's head is one more entry here.
-HEADS: dict[str, type[MaskHead]] = {LisaHead.name: LisaHead}
+HEADS: dict[str, type[MaskHead]] = {LisaHead.name: LisaHead, PixelLMHead.name: PixelLMHead}
 
 __all__ = [
     "HEADS",
@@ -17,6 +18,7 @@ __all__ = [
     "LisaHead",
     "MaskHead",
     "MaskPrediction",
+    "PixelLMHead",
     "build_head",
     "head_class",
 ]
@@ -30,11 +32,11 @@ def head_class(name: str) -> type[MaskHead]:
 
 def build_head(
     name: str,
-    hidden_size: int,
+    backbone: Any,
     sam_config: dict[str, Any] | None,
     args: dict[str, Any],
     *,
     sam: SamDecoder | None = None,
 ) -> MaskHead:
     """Build head `name`; `sam` passes pretrained SAM weights in place of `sam_config`."""
-    return head_class(name).build(hidden_size, sam_config, args, sam=sam)
+    return head_class(name).build(backbone, sam_config, args, sam=sam)

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from pixelreason.tokens import SEG_TOKEN
+
 
 @dataclass
 class HeadInputs:
@@ -49,29 +51,53 @@ class MaskHead(nn.Module, ABC):
     #: Whether the head has its own image encoder (and so its own image processor).
     uses_head_image: ClassVar[bool] = False
 
+    #: Vision-tower layers (hidden-state indices) whose patch features `encode_image` needs.
+    vision_layers: tuple[int, ...] = ()
+
     @classmethod
     @abstractmethod
     def build(
         cls,
-        hidden_size: int,
+        backbone: Any,
         sam_config: dict[str, Any] | None,
         args: dict[str, Any],
         *,
         sam: Any = None,
     ) -> MaskHead:
-        """Build from the backbone's hidden size, the model config's SAM config and head
-        options; `sam` is an already loaded `SamDecoder` (pretrained weights) if given."""
+        """Build for `backbone` (a `Backbone`: hidden and vision sizes), the model config's SAM
+        config and head options; `sam` is an already loaded `SamDecoder` if given."""
+
+    @classmethod
+    def special_tokens_for(cls, args: dict[str, Any]) -> tuple[str, ...]:
+        """The tokens a head built with options `args` adds to the vocabulary."""
+        return cls.special_tokens
+
+    @property
+    def target_text(self) -> str:
+        """What stands for one target in answer text: the data's `<SEG>` marker is replaced by
+        this before tokenizing, and this by `<SEG>` when decoding."""
+        return SEG_TOKEN
 
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Look up the ids of `special_tokens` (already added to `tokenizer`)."""
+        """Look up the ids of this head's special tokens (already added to `tokenizer`)."""
         vocab = tokenizer.get_vocab()
-        self.token_ids = {token: int(vocab[token]) for token in self.special_tokens}
+        self.token_ids = {token: int(vocab[token]) for token in self.tokens}
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return self.special_tokens
 
     @abstractmethod
-    def encode_image(self, head_pixels: torch.Tensor | None, image_features: torch.Tensor) -> Any:
+    def encode_image(
+        self,
+        head_pixels: torch.Tensor | None,
+        image_features: torch.Tensor,
+        vision_states: list[torch.Tensor],
+    ) -> Any:
         """Per-image context, computed once per image and cached by the API.
 
-        head_pixels: (B, 3, P, P) or None; image_features: (B, N, D) from the backbone.
+        head_pixels: (B, 3, P, P) or None; image_features: (B, N, D), the projected features
+        the LLM sees; vision_states: per layer in `vision_layers`, patch features (B, g*g, Dv).
         """
 
     @abstractmethod

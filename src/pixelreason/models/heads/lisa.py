@@ -35,7 +35,7 @@ class LisaHead(MaskHead):
     @classmethod
     def build(
         cls,
-        hidden_size: int,
+        backbone: Any,
         sam_config: dict[str, Any] | None,
         args: dict[str, Any],
         *,
@@ -47,10 +47,13 @@ class LisaHead(MaskHead):
             if sam_config is None:
                 raise ValueError("the LISA head needs a SAM config")
             sam = SamDecoder.from_config(sam_config)
-        return cls(hidden_size, sam)
+        return cls(backbone.hidden_size, sam)
 
     def encode_image(
-        self, head_pixels: torch.Tensor | None, image_features: torch.Tensor
+        self,
+        head_pixels: torch.Tensor | None,
+        image_features: torch.Tensor,
+        vision_states: list[torch.Tensor],
     ) -> torch.Tensor:
         if head_pixels is None:
             raise ValueError("the LISA head needs SAM pixels")
