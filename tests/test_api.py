@@ -43,13 +43,13 @@ def test_cached_image_gives_results_identical_to_a_cold_run(trained_dir: Path) -
 
 def test_set_image_encodes_once_per_image(segmenter: Segmenter, monkeypatch) -> None:
     calls = []
-    original = segmenter.model.backbone.encode_image
+    original = segmenter.model.backbone.encode_image_layers
 
-    def counting(pixels: torch.Tensor) -> torch.Tensor:
+    def counting(pixels: torch.Tensor, layers=()) -> tuple:
         calls.append(pixels.shape)
-        return original(pixels)
+        return original(pixels, layers)
 
-    monkeypatch.setattr(segmenter.model.backbone, "encode_image", counting)
+    monkeypatch.setattr(segmenter.model.backbone, "encode_image_layers", counting)
     segmenter.set_image(scene()[0])
     for question in (ONE[0], TWO[0], NONE[0]):
         segmenter.segment(question)
