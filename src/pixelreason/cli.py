@@ -93,12 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     world = commands.add_parser(
         "world",
-        help="export ReasonWorld splits in the ReasonSeg format",
+        help="export ReasonWorld splits in the ReasonSeg or MUSE format",
         description="Generate ReasonWorld (deterministic by --seed) into OUT_DIR/{train,val,"
-        "test,zeroshot} as ReasonSeg-format image + JSON pairs.",
+        "test,zeroshot} as ReasonSeg-format image + JSON pairs, or (--format muse) as "
+        "OUT_DIR/muse_<split>.json + OUT_DIR/images/ for multi-target training (PixelLM).",
     )
     world.add_argument("out_dir")
     world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--format", choices=("reasonseg", "muse"), default="reasonseg")
     for split, size in (("train", 239), ("val", 200), ("test", 779), ("zeroshot", 200)):
         world.add_argument(f"--{split}", type=int, default=size, help=f"samples (default {size})")
     return parser
@@ -233,7 +235,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_world(args: argparse.Namespace) -> int:
     from pixelreason.data.world.export import main as export_main
 
-    argv = [args.out_dir, "--seed", str(args.seed)]
+    argv = [args.out_dir, "--seed", str(args.seed), "--format", args.format]
     for split in ("train", "val", "test", "zeroshot"):
         argv += [f"--{split}", str(getattr(args, split))]
     return export_main(argv)

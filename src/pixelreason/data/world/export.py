@@ -19,11 +19,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pixelreason.data.formats.muse import SEG_PLACEHOLDER, MuseQuestion, MuseRecord, save_muse
 from pixelreason.data.formats.reasonseg import ReasonSegSample, Shape, save_sample
 from pixelreason.data.world.polygons import mask_to_polygons
 from pixelreason.data.world.samples import SPLITS, WorldSample, generate_sample, stream
+from pixelreason.tokens import SEG_TOKEN
 
-__all__ = ["DEFAULT_SIZES", "export_reasonseg", "main", "stream", "to_reasonseg"]
+__all__ = [
+    "DEFAULT_SIZES",
+    "export_muse",
+    "export_reasonseg",
+    "main",
+    "stream",
+    "to_muse",
+    "to_reasonseg",
+]
 
 # The split sizes of the real ReasonSeg benchmark, plus a zero-shot split.
 DEFAULT_SIZES: dict[str, int] = {"train": 239, "val": 200, "test": 779, "zeroshot": 200}
@@ -96,6 +106,45 @@ def export_reasonseg(
     return folders
 
 
+def to_muse(sample: WorldSample, image: str) -> MuseRecord:
+    """The MUSE record of a generated sample: its self-contained phrasing, the answer with
+    `{seg}` per target, and one annotation per target (ignore pixels are not targets)."""
+    question = MuseQuestion(
+        question=sample.texts[0],
+        text_answer=sample.answer.replace(SEG_TOKEN, SEG_PLACEHOLDER),
+        masks=list(sample.target_masks),
+        categories=list(sample.target_names),
+    )
+    size = sample.image.height, sample.image.width
+    return MuseRecord(image, *size, [question], extra={"id": sample.id, "kind": sample.kind})
+
+
+def export_muse(
+    out_dir: str | Path,
+    seed: int,
+    sizes: Mapping[str, int] = DEFAULT_SIZES,
+    image_size: int = 128,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Writes `out_dir/muse_<split>.json` per split and the images under `out_dir/images/`;
+    returns the JSON files. The samples are the same as `export_reasonseg`'s."""
+    root = Path(out_dir)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    files = {}
+    with tqdm(total=sum(sizes.values()), disable=not progress, unit="sample") as bar:
+        for split, count in sizes.items():
+            bar.set_description(f"muse {split}")
+            records = []
+            for sample in iter_split_samples(seed, split, count, image_size):
+                name = f"images/{split}_{sample.id}.png"
+                sample.image.save(root / name)
+                records.append(to_muse(sample, name))
+                bar.update(1)
+            files[split] = root / f"muse_{split}.json"
+            save_muse(records, files[split])
+    return files
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pixelreason.data.world.export",
@@ -107,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{split}", type=int, default=DEFAULT_SIZES[split], metavar="N")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--image-format", choices=("png", "jpg"), default="png")
+    parser.add_argument("--format", choices=("reasonseg", "muse"), default="reasonseg")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return parser
 
@@ -114,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = {split: getattr(args, split) for split in SPLITS if getattr(args, split) > 0}
+    if args.format == "muse":
+        files = export_muse(
+            args.out_dir, args.seed, sizes, image_size=args.image_size, progress=args.progress
+        )
+        for split, file in files.items():
+            print(f"{split}: {sizes[split]} records in {file}")
+        return 0
     folders = export_reasonseg(
         args.out_dir,
         args.seed,
