@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -59,6 +60,8 @@ from pixelreason.server.uploads import (
     sniff_image_type,
 )
 from pixelreason.viz import overlay
+
+logger = logging.getLogger(__name__)
 
 #: Room for the form's text fields and multipart framing on top of the image itself.
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -224,6 +227,11 @@ async def _answer(service: SegmentService, job: Job) -> Outcome:
     except asyncio.TimeoutError:
         future.cancel()  # if it has not started, the worker skips it
         raise HTTPException(504, f"no answer within {timeout:g} s; try again later") from None
+    except PixelReasonError:
+        raise
+    except Exception as exc:  # a bug or a model failure: log it, answer 500, keep serving
+        logger.exception("the model failed on a request")
+        raise HTTPException(500, f"internal error: {type(exc).__name__}: {exc}") from exc
 
 
 def _checkout(service: SegmentService, conversation_id: str) -> Conversation:
