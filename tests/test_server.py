@@ -389,3 +389,15 @@ def test_models_health_examples_and_openapi(random_model: PixelReasonModel, tmp_
         assert page.status_code == 200 and "<canvas" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert client.get("/no/such/page").json() == {"error": "Not Found"}
+
+
+def test_serve_help_explains_and_bad_settings_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from pixelreason.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "/api/segment" in text and "127.0.0.1" in text and "--max-batch-size" in text
+    assert main(["serve", "--model", "random:tiny", "--max-queue", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: max_queue must be positive, got 0"
