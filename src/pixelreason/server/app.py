@@ -59,7 +59,7 @@ from pixelreason.server.uploads import (
     read_upload,
     sniff_image_type,
 )
-from pixelreason.viz import overlay
+from pixelreason.viz import overlay as draw_overlay
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +70,20 @@ PAGE_POLICY = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'"
 )
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in (
-        (400, "bad field (empty or too long query, corrupt image, unknown method, ...)"),
-        (404, "unknown or expired conversation_id"),
-        (409, "the conversation is still answering its previous question"),
-        (413, "upload or image too large"),
-        (415, "not an accepted image type"),
-        (503, "too many requests waiting; retry later"),
-        (504, "no answer within the request timeout"),
-    )
+ERRORS = {
+    400: "bad field (empty or too long query, corrupt image, unknown method, ...)",
+    404: "unknown or expired conversation_id",
+    409: "the conversation is still answering its previous question",
+    413: "upload or image too large",
+    415: "not an accepted image type",
+    503: "too many requests waiting; retry later",
+    504: "no answer within the request timeout",
 }
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give."""
+    return {s: {"model": ErrorBody, "description": ERRORS[s]} for s in statuses}
 
 
 def create_app(service: SegmentService) -> FastAPI:
@@ -108,7 +110,11 @@ def create_app(service: SegmentService) -> FastAPI:
     def index() -> HTMLResponse:
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
 
-    @app.post("/api/segment", response_model=SegmentResponse, responses=ERRORS)
+    @app.post(
+        "/api/segment",
+        response_model=SegmentResponse,
+        responses=_documented(400, 404, 409, 413, 415, 503, 504),
+    )
     async def segment(
         query: Annotated[str, Form(description="the question or instruction")] = "",
         image: Annotated[
@@ -165,7 +171,7 @@ def create_app(service: SegmentService) -> FastAPI:
             service.conversations.release(conversation, answered)
         return await run_in_threadpool(_body, conversation, outcome, chosen, overlay)
 
-    @app.delete("/api/conversations/{conversation_id}", responses=ERRORS)
+    @app.delete("/api/conversations/{conversation_id}", responses=_documented(404))
     def forget(conversation_id: str) -> dict[str, bool]:
         """Forget a conversation (its image and turns) before it expires."""
         if not service.conversations.delete(conversation_id):
@@ -190,7 +196,7 @@ def create_app(service: SegmentService) -> FastAPI:
             "examples": [Example(name=n, url=f"/examples/{n}") for n in sorted(service.examples)]
         }
 
-    @app.get("/examples/{name}", responses=ERRORS)
+    @app.get("/examples/{name}", responses={404: {"model": ErrorBody}})
     def example(name: str) -> Response:
         """One example image, by its name in /api/examples (nothing else is served)."""
         data = service.examples.get(name)
@@ -266,7 +272,7 @@ def _body(
 
 def _overlay_png(result: Result, image: Image.Image) -> str:
     labels = [f"target {k + 1} (score {s:.2f})" for k, s in enumerate(result.scores)]
-    picture = overlay(image, result.masks, labels, caption=result.text)
+    picture = draw_overlay(image, result.masks, labels, caption=result.text)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
