@@ -22,16 +22,19 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 def load_image(
     source: str | os.PathLike[str] | bytes | Image.Image | np.ndarray,
     *,
-    max_pixels: int = MAX_PIXELS,
-    formats: tuple[str, ...] = SUPPORTED_FORMATS,
+    max_pixels: int | None = None,
+    formats: tuple[str, ...] | None = None,
 ) -> Image.Image:
     """Open `source` and return it as an 8-bit RGB image, or raise `InputError` saying why not.
 
     Accepts a path, raw file bytes, a PIL image or an HxW / HxWx3 / HxWx4 array. Alpha is
     composited onto white, grayscale is replicated, 16-bit and float data are rescaled to 8 bits.
-    Files are checked against `formats` and `max_pixels` from their header, before decoding;
-    animated images give their first frame.
+    Files are checked against `formats` (default `SUPPORTED_FORMATS`) and `max_pixels`
+    (default `MAX_PIXELS`) from their header, before decoding; animated images give their first
+    frame.
     """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    formats = SUPPORTED_FORMATS if formats is None else formats
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
