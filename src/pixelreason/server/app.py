@@ -21,6 +21,7 @@ import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 
@@ -155,7 +156,8 @@ def create_app(service: SegmentService) -> FastAPI:
             outcome = await _answer(service, Job([Turn(query)], image=rgb))
             answered = Turn(query, outcome.result.extras["raw_text"])
             conversation = service.conversations.create(rgb, outcome.cache, [answered])
-            return await run_in_threadpool(_body, conversation, outcome, chosen, overlay)
+            reply = Reply(conversation.id, 1, rgb, outcome, chosen)
+            return await run_in_threadpool(_body, reply, overlay)
         assert conversation_id is not None
         conversation = _checkout(service, conversation_id)
         answered = None
@@ -167,9 +169,11 @@ def create_app(service: SegmentService) -> FastAPI:
             job = Job([*conversation.history, Turn(query)], cache=conversation.cache)
             outcome = await _answer(service, job)
             answered = Turn(query, outcome.result.extras["raw_text"])
+            turn = len(conversation.history) + 1
         finally:
             service.conversations.release(conversation, answered)
-        return await run_in_threadpool(_body, conversation, outcome, chosen, overlay)
+        reply = Reply(conversation.id, turn, conversation.image, outcome, chosen)
+        return await run_in_threadpool(_body, reply, overlay)
 
     @app.delete("/api/conversations/{conversation_id}", responses=_documented(404))
     def forget(conversation_id: str) -> dict[str, bool]:
@@ -253,20 +257,28 @@ def _checkout(service: SegmentService, conversation_id: str) -> Conversation:
         ) from None
 
 
-def _body(
-    conversation: Conversation, outcome: Outcome, method: str, with_overlay: bool
-) -> dict[str, Any]:
-    result = outcome.result
-    image = conversation.image
+@dataclass
+class Reply:
+    """What a segment response is made from."""
+
+    conversation_id: str
+    turn: int
+    image: Image.Image
+    outcome: Outcome
+    method: str
+
+
+def _body(reply: Reply, with_overlay: bool) -> dict[str, Any]:
+    result, image = reply.outcome.result, reply.image
     return {
         **result.to_dict(),
-        "conversation_id": conversation.id,
-        "turn": len(conversation.history),
-        "method": method,
+        "conversation_id": reply.conversation_id,
+        "turn": reply.turn,
+        "method": reply.method,
         "width": image.width,
         "height": image.height,
         "overlay_png": _overlay_png(result, image) if with_overlay else None,
-        "batch_size": outcome.batch_size,
+        "batch_size": reply.outcome.batch_size,
     }
 
 
