@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo serve test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ setup: $(BIN)/.installed
 
 demo: setup
 	$(BIN)/pixelreason segment examples/kitchen.png "What here is rich in vitamin C?" --out runs/demo
+
+serve: setup
+	$(BIN)/pixelreason serve --model default
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from pycocotools import mask as coco_mask
 
 from pixelreason.errors import InputError
 from pixelreason.imaging import load_image
-from pixelreason.models.segmenter import ImageCache, PixelReasonModel
+from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel
 from pixelreason.processing import validate_query
 from pixelreason.prompting import Turn
 from pixelreason.registry import DEFAULT_MODEL, load_model
@@ -45,6 +46,18 @@ class Result:
     scores: np.ndarray
     boxes: np.ndarray
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_answer(cls, answer: Answer) -> Result:
+        """Binarise a model `Answer`'s mask logits and box the masks."""
+        masks = (answer.mask_logits > 0).numpy()
+        return cls(
+            text=answer.text,
+            masks=masks,
+            scores=answer.scores.numpy(),
+            boxes=boxes_from_masks(masks),
+            extras={"raw_text": answer.text, "num_tokens": int(answer.token_ids.numel())},
+        )
 
     def rles(self) -> list[dict[str, Any]]:
         """COCO run-length encodings of the masks (`counts` as a UTF-8 string)."""
@@ -82,6 +95,40 @@ def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
+def check_query(model: PixelReasonModel, query: str) -> str:
+    """A stripped, non-empty, not over-long query free of the model's reserved tokens."""
+    query = validate_query(query)
+    tokenizer = model.preprocessor.tokenizer
+    reserved = [t for t in tokenizer.all_special_tokens if t and t in query]
+    if reserved:
+        raise InputError(f"query may not contain the reserved token {reserved[0]}")
+    return query
+
+
+def encode_image(model: PixelReasonModel, image: Image.Image) -> ImageCache:
+    """Run both vision encoders on an RGB image (see `pixelreason.imaging.load_image`)."""
+    return model.encode_image(model.preprocessor.prepare_image(image))
+
+
+def answer_many(
+    model: PixelReasonModel,
+    requests: Sequence[tuple[ImageCache, Sequence[Turn]]],
+    *,
+    max_new_tokens: int | None = None,
+) -> list[Result]:
+    """Answer several conversations, each about its own encoded image, in one batched pass.
+
+    Greedy answers equal those of `Segmenter.chat` one at a time; the HTTP server batches
+    concurrent requests through here.
+    """
+    answers = model.answer_batch(
+        [cache for cache, _ in requests],
+        [turns for _, turns in requests],
+        max_new_tokens=max_new_tokens,
+    )
+    return [Result.from_answer(answer) for answer in answers]
+
+
 class Segmenter:
     """A loaded model plus the current image and conversation."""
 
@@ -111,7 +158,7 @@ class Segmenter:
     def set_image(self, image: str | os.PathLike[str] | bytes | Image.Image | np.ndarray) -> None:
         """Load and encode an image with both vision encoders; starts a new conversation."""
         rgb = load_image(image)
-        self._cache = self.model.encode_image(self.model.preprocessor.prepare_image(rgb))
+        self._cache = encode_image(self.model, rgb)
         self._image = rgb
         self._history = []
 
@@ -131,25 +178,13 @@ class Segmenter:
         self._history = []
 
     def _check(self, query: str) -> str:
-        query = validate_query(query)
-        tokenizer = self.model.preprocessor.tokenizer
-        reserved = [t for t in tokenizer.all_special_tokens if t and t in query]
-        if reserved:
-            raise InputError(f"query may not contain the reserved token {reserved[0]}")
-        return query
+        return check_query(self.model, query)
 
     def _ask(self, turns: list[Turn], max_new_tokens: int | None) -> Result:
         if self._cache is None:
             raise InputError("no image set: call set_image() first")
         answer = self.model.answer(self._cache, turns, max_new_tokens=max_new_tokens)
-        masks = (answer.mask_logits > 0).numpy()
-        return Result(
-            text=answer.text,
-            masks=masks,
-            scores=answer.scores.numpy(),
-            boxes=boxes_from_masks(masks),
-            extras={"raw_text": answer.text, "num_tokens": int(answer.token_ids.numel())},
-        )
+        return Result.from_answer(answer)
 
 
 def save_result(
@@ -179,4 +214,12 @@ def save_result(
     return written
 
 
-__all__ = ["Result", "Segmenter", "boxes_from_masks", "save_result"]
+__all__ = [
+    "Result",
+    "Segmenter",
+    "answer_many",
+    "boxes_from_masks",
+    "check_query",
+    "encode_image",
+    "save_result",
+]

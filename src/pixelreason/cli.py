@@ -22,6 +22,7 @@ examples:
   pixelreason segment examples/kitchen.png "What here is rich in vitamin C?" --out out/
   pixelreason chat examples/kitchen.png
   pixelreason segment photo.jpg "the mug left of the plant" --model path/to/model_dir
+  pixelreason serve --port 8000        # web page and HTTP API on http://127.0.0.1:8000/
 
 models: "default" (bundled), "random:tiny" / "random:small" (untrained presets), or a
 directory written by save_pretrained / `pixelreason train`.
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--out", default=None, help="report folder (default: DATA_DIR/eval)")
     evaluator.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
+    _serve_parser(commands)
+
     world = commands.add_parser(
         "world",
         help="export ReasonWorld splits in the ReasonSeg or MUSE format",
@@ -104,6 +107,93 @@ def build_parser() -> argparse.ArgumentParser:
     for split, size in (("train", 239), ("val", 200), ("test", 779), ("zeroshot", 200)):
         world.add_argument(f"--{split}", type=int, default=size, help=f"samples (default {size})")
     return parser
+
+
+SERVE_DESCRIPTION = """\
+Serve MODEL over HTTP: a web page at / (drop an image, ask, see each target's mask, continue
+the conversation, download masks) and a JSON API with its OpenAPI spec at /docs:
+
+  POST /api/segment   form fields: image (file) or conversation_id, query, [method],
+                      [overlay=true]; answers text, COCO RLE masks, boxes, scores
+  GET  /api/models    the model, its methods and the limits below
+  GET  /api/health    queue length and batch sizes so far
+
+Questions that arrive together are answered in one batch (up to --max-batch-size, waiting at
+most --batch-wait-ms for company). When --max-queue questions wait, new ones get 503; a
+question not answered within --timeout gets 504. Conversations live in memory only.
+"""
+
+SERVE_EPILOG = """\
+The server listens on 127.0.0.1 (this machine only) unless --host says otherwise. It has no
+authentication: use --host 0.0.0.0 only on a network you trust.
+"""
+
+
+def _serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="web page and HTTP API (batched, with limits)",
+        description=SERVE_DESCRIPTION,
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_options(serve)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default: %(default)s, reachable from this machine only)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    limits = serve.add_argument_group("batching and limits")
+    limits.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        help="most questions answered in one batch; 1 turns batching off (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a question waits for others to share its batch (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        help="questions that may wait; more are refused with 503 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds before a question is given up with 504 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=16.0,
+        help="largest image file accepted, in MiB (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=40.0,
+        help="largest image accepted, in millions of pixels (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-conversations",
+        type=int,
+        default=256,
+        help="conversations kept in memory; the least recently used go first "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--conversation-ttl",
+        type=float,
+        default=1800.0,
+        help="seconds an idle conversation is kept (default: %(default)s)",
+    )
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +322,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pixelreason.errors import InputError
+    from pixelreason.registry import load_model
+    from pixelreason.server import SegmentService, ServerConfig, create_app
+
+    config = ServerConfig(
+        max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        max_queue=args.max_queue,
+        request_timeout_s=args.timeout,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_megapixels * 1_000_000),
+        max_conversations=args.max_conversations,
+        conversation_ttl_s=args.conversation_ttl,
+        max_new_tokens=args.max_new_tokens,
+    )
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be between 1 and 65535, got {args.port}")
+    model, description = load_model(args.model, device=args.device)
+    _note_model(description)
+    service = SegmentService(model, description, config, model_name=str(args.model))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"note: listening on {args.host}, not only this machine; there is no authentication.",
+            file=sys.stderr,
+        )
+    print(f"pixelreason: web page and API on http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def cmd_world(args: argparse.Namespace) -> int:
     from pixelreason.data.world.export import main as export_main
 
@@ -255,6 +378,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "world": cmd_world,
+    "serve": cmd_serve,
 }
 
 

@@ -11,3 +11,7 @@ class InputError(PixelReasonError, ValueError):
 
 class CheckpointError(PixelReasonError):
     """A model directory or name cannot be loaded (missing, corrupt or mismatched)."""
+
+
+class InputTooLargeError(InputError):
+    """An input exceeds a size limit (file bytes, pixels); the server answers 413."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pixelreason.errors import InputError
+from pixelreason.errors import InputError, InputTooLargeError
 
 #: Refuse images above this many pixels (decompression bombs; 8k x 8k is already generous).
 MAX_PIXELS = 64_000_000
@@ -19,31 +19,43 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 
 
-def load_image(source: str | os.PathLike[str] | bytes | Image.Image | np.ndarray) -> Image.Image:
+def load_image(
+    source: str | os.PathLike[str] | bytes | Image.Image | np.ndarray,
+    *,
+    max_pixels: int | None = None,
+    formats: tuple[str, ...] | None = None,
+) -> Image.Image:
     """Open `source` and return it as an 8-bit RGB image, or raise `InputError` saying why not.
 
     Accepts a path, raw file bytes, a PIL image or an HxW / HxWx3 / HxWx4 array. Alpha is
     composited onto white, grayscale is replicated, 16-bit and float data are rescaled to 8 bits.
+    Files are checked against `formats` (default `SUPPORTED_FORMATS`) and `max_pixels`
+    (default `MAX_PIXELS`) from their header, before decoding; animated images give their first
+    frame.
     """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    formats = SUPPORTED_FORMATS if formats is None else formats
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
     else:
-        image = _open(source)
-    if image.width * image.height > MAX_PIXELS:
-        raise InputError(
-            f"image is too large: {image.width}x{image.height} pixels (limit {MAX_PIXELS:,})"
+        image = _open(source, max_pixels, formats)
+    if image.width * image.height > max_pixels:
+        raise InputTooLargeError(
+            f"image is too large: {image.width}x{image.height} pixels (limit {max_pixels:,})"
         )
     if image.width < 1 or image.height < 1:
         raise InputError("image is empty (0 pixels)")
     return to_rgb(image)
 
 
-def _open(source: str | os.PathLike[str] | bytes) -> Image.Image:
+def _open(
+    source: str | os.PathLike[str] | bytes, max_pixels: int, formats: tuple[str, ...]
+) -> Image.Image:
     if isinstance(source, bytes):
         if len(source) > MAX_FILE_BYTES:
-            raise InputError(f"image file is too large: {len(source):,} bytes")
+            raise InputTooLargeError(f"image file is too large: {len(source):,} bytes")
         name, stream = "image", io.BytesIO(source)
     else:
         path = Path(source)
@@ -52,25 +64,30 @@ def _open(source: str | os.PathLike[str] | bytes) -> Image.Image:
         if not path.is_file():
             raise InputError(f"not a file: {path}")
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise InputError(f"image file is too large: {path} ({path.stat().st_size:,} bytes)")
+            raise InputTooLargeError(
+                f"image file is too large: {path} ({path.stat().st_size:,} bytes)"
+            )
         name, stream = str(path), io.BytesIO(path.read_bytes())
     try:
         # PIL warns (and past 2x raises) on decompression bombs; our own limit is stricter.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream)
-            if image.format not in SUPPORTED_FORMATS:
-                raise InputError(f"unsupported image format {image.format} in {name}")
-            if image.width * image.height > MAX_PIXELS:
+            if image.format not in formats:
                 raise InputError(
+                    f"unsupported image format {image.format} in {name} "
+                    f"(accepted: {', '.join(formats)})"
+                )
+            if image.width * image.height > max_pixels:
+                raise InputTooLargeError(
                     f"image is too large: {image.width}x{image.height} pixels "
-                    f"(limit {MAX_PIXELS:,})"
+                    f"(limit {max_pixels:,})"
                 )
             image.load()
     except InputError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InputError(f"image is too large to decode safely: {name}") from exc
+        raise InputTooLargeError(f"image is too large to decode safely: {name}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read image {name}: not a valid or complete image file") from exc
     return image

@@ -149,10 +149,46 @@ class Backbone(nn.Module):
         do_sample: bool = False,
         temperature: float = 1.0,
     ) -> Generation:
-        """Continue one prompt, inputs_embeds (1, T, D), with transformers' `generate`."""
+        """Continue one prompt, inputs_embeds (1, T, D) (see `generate_batch`)."""
         if inputs_embeds.shape[0] != 1:
-            raise ValueError("generate takes one prompt at a time")
-        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
+            raise ValueError("generate takes one prompt; use generate_batch for several")
+        return self.generate_batch(
+            inputs_embeds,
+            None,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            do_sample=do_sample,
+            temperature=temperature,
+        )[0]
+
+    @torch.no_grad()
+    def generate_batch(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        *,
+        max_new_tokens: int,
+        eos_token_id: int,
+        pad_token_id: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+    ) -> list[Generation]:
+        """Continue B prompts in one transformers `generate` call.
+
+        inputs_embeds (B, T, D) are LEFT-padded, attention_mask (B, T) is 1 on real positions
+        (None: no padding). `generate` derives position ids from the mask's cumulative sum, so
+        every prompt starts at position 0 as it would alone, and the mask keeps padding out of
+        attention. Each row stops at its first end-of-sequence token (kept, as when alone);
+        later steps of a finished row are discarded.
+        """
+        batch, length = inputs_embeds.shape[:2]
+        if attention_mask is None:
+            attention_mask = torch.ones((batch, length), dtype=torch.long)
+        if attention_mask.shape != (batch, length):
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} != {(batch, length)}")
+        if not bool(attention_mask[:, -1].all()):
+            raise ValueError("prompts must be left-padded: the last position must be real")
         out = self.model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask.to(inputs_embeds.device),
@@ -167,9 +203,18 @@ class Backbone(nn.Module):
             output_hidden_states=True,
             return_dict_in_generate=True,
         )
-        token_ids = out.sequences[0]
+        sequences = out.sequences
         # hidden_states[step][-1] is the last layer; step 0 covers the whole prompt, and its last
         # position predicted the first new token; each later step adds one position.
-        states = [step[-1][0, -1] for step in out.hidden_states][: len(token_ids)]
-        hidden = torch.stack(states) if states else inputs_embeds.new_zeros((0, self.hidden_size))
-        return Generation(token_ids=token_ids, hidden=hidden)
+        if out.hidden_states:
+            states = torch.stack([step[-1][:, -1] for step in out.hidden_states], dim=1)
+        else:
+            states = inputs_embeds.new_zeros((batch, 0, self.hidden_size))
+        generations = []
+        for row in range(batch):
+            ids = sequences[row]
+            ends = (ids == eos_token_id).nonzero()
+            used = int(ends[0]) + 1 if len(ends) else len(ids)
+            used = min(used, states.shape[1])
+            generations.append(Generation(token_ids=ids[:used], hidden=states[row, :used]))
+        return generations

@@ -23,7 +23,7 @@ from transformers import (
 from pixelreason.config import ModelConfig
 from pixelreason.data.schema import IGNORE_VALUE, SegSample
 from pixelreason.errors import CheckpointError, InputError
-from pixelreason.models.backbone import Backbone, BackboneOutput
+from pixelreason.models.backbone import Backbone, BackboneOutput, Generation
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import (
@@ -401,18 +401,59 @@ class PixelReasonModel(nn.Module):
         temperature: float = 1.0,
     ) -> Answer:
         """Generate the answer to the last turn and one mask per target it names."""
-        encoded = self.preprocessor.encode(turns, image=True)
-        input_ids = encoded.input_ids[None].to(self.device)
-        embeds = self.backbone.embed(input_ids, cache.features)
+        return self.answer_batch(
+            [cache],
+            [turns],
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+        )[0]
+
+    @torch.no_grad()
+    def answer_batch(
+        self,
+        caches: Sequence[ImageCache],
+        turns_list: Sequence[Sequence[Turn]],
+        *,
+        max_new_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+    ) -> list[Answer]:
+        """Answer B conversations, each about its own cached image, with one `generate` call.
+
+        Prompts are left-padded to a common length (see `Backbone.generate_batch`), so greedy
+        answers equal those of `answer` one at a time; the head then runs per row on that
+        row's image context.
+        """
+        if len(caches) != len(turns_list):
+            raise ValueError(f"{len(caches)} images for {len(turns_list)} conversations")
+        if not caches:
+            return []
+        prompts = [self.preprocessor.encode(turns, image=True).input_ids for turns in turns_list]
         tokenizer = self.preprocessor.tokenizer
-        generation = self.backbone.generate(
+        length = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), length), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, length - len(prompt) :] = prompt
+            attention[row, length - len(prompt) :] = 1
+        features = torch.cat([cache.features for cache in caches])
+        embeds = self.backbone.embed(input_ids.to(self.device), features)
+        generations = self.backbone.generate_batch(
             embeds,
+            attention,
             max_new_tokens=max_new_tokens or self.config.max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             do_sample=do_sample,
             temperature=temperature,
         )
+        return [
+            self._masks_for(cache, generation)
+            for cache, generation in zip(caches, generations, strict=True)
+        ]
+
+    def _masks_for(self, cache: ImageCache, generation: Generation) -> Answer:
         ids = generation.token_ids[None]
         prediction = self.head(
             HeadInputs(
