@@ -92,6 +92,8 @@ def _decode_segmentation(raw: Any, height: int, width: int, path: Path, where: s
                 raise _fail(path, where, f"RLE size {raw.get('size')} != [{height}, {width}]")
             rle = raw
             if isinstance(raw.get("counts"), list):
+                if sum(raw["counts"]) != height * width:  # pycocotools would not notice
+                    raise _fail(path, where, f"RLE counts do not sum to {height * width}")
                 rle = coco_mask.frPyObjects(raw, height, width)
             elif isinstance(raw.get("counts"), str):
                 rle = {"size": raw["size"], "counts": raw["counts"].encode()}
@@ -104,6 +106,8 @@ def _decode_segmentation(raw: Any, height: int, width: int, path: Path, where: s
                 raise _fail(path, where, "polygons need an even number (>= 6) of coordinates")
             rles = coco_mask.frPyObjects(polygons, height, width)
             return coco_mask.decode(coco_mask.merge(rles)).astype(bool)
+    except DatasetFormatError:
+        raise
     except (TypeError, ValueError, KeyError) as exc:
         raise _fail(path, where, f"unreadable segmentation ({exc})") from exc
     raise _fail(path, where, "segmentation must be COCO RLE or a list of polygons")
@@ -117,7 +121,8 @@ def _parse_record(raw: Any, index: int, path: Path) -> MuseRecord:
     if missing:
         raise _fail(path, where, f"missing keys {missing}")
     height, width = raw["height"], raw["width"]
-    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+    sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (height, width))
+    if not (sizes_ok and height > 0 and width > 0):
         raise _fail(path, where, "height and width must be positive integers")
     questions, answers, texts = raw["questions"], raw["answers"], raw["text_answers"]
     if not all(isinstance(v, list) for v in (questions, answers, texts)):
@@ -157,6 +162,8 @@ def load_muse(json_path: str | Path) -> list[MuseRecord]:
         raw = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise DatasetFormatError(f"MUSE file not found: {path}") from exc
+    except OSError as exc:
+        raise DatasetFormatError(f"cannot read MUSE file {path}: {exc}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(raw, list):
@@ -179,16 +186,7 @@ def _record_json(record: MuseRecord) -> dict[str, Any]:
         "text_answers": [q.text_answer for q in record.questions],
         "answers": [
             [
-                {
-                    "segmentation": encode_mask(mask),
-                    "bbox": [
-                        float(v)
-                        for v in coco_mask.toBbox(
-                            coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-                        )
-                    ],
-                    "category": category,
-                }
+                _annotation(mask, category)
                 for mask, category in zip(q.masks, q.categories, strict=True)
             ]
             for q in record.questions
