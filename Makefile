@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/pixelreason segment examples/kitchen.png "What here is rich in vitamin C?" --out runs/demo
+	$(BIN)/pixelreason segment examples/world.png "What would you use to cut paper?" --out runs/demo
 
 serve: setup
 	$(BIN)/pixelreason serve --model default

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
+
+from pixelreason.data.world import generate_scene
 
 OUT = Path(__file__).resolve().parent.parent / "examples"
 
@@ -44,10 +47,22 @@ def kitchen(size: tuple[int, int] = (320, 240)) -> Image.Image:
     return image
 
 
+def world_table(size: int = 128) -> Image.Image:
+    """A ReasonWorld scene (the default model's world, at its 128 px) drawn from a seed no
+    split uses, with something rich in vitamin C and something that cuts paper in it."""
+    for seed in range(1000):
+        scene = generate_scene(np.random.default_rng([20261122, seed]), size=size, min_objects=4)
+        facts = {f for obj in scene.objects for f in obj.category.facts}
+        if {"vitamin_c", "cut_paper"} <= facts and len(scene.objects) <= 6:
+            return scene.image
+    raise RuntimeError("no suitable scene in 1000 seeds")
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    kitchen().save(OUT / "kitchen.png")
-    print(f"wrote {OUT / 'kitchen.png'}")
+    for name, image in (("kitchen.png", kitchen()), ("world.png", world_table())):
+        image.save(OUT / name)
+        print(f"wrote {OUT / name}")
 
 
 if __name__ == "__main__":
