@@ -114,7 +114,7 @@ def train(
     window_start, window_samples = time.perf_counter(), 0
     for step in range(start_step, config.steps):
         wrapped.train()
-        parts = {"loss": 0.0, "text": 0.0, "bce": 0.0, "dice": 0.0}
+        parts = {"loss": 0.0, "text": 0.0, "bce": 0.0, "dice": 0.0, "refine": 0.0}
         for micro in range(config.grad_accum):
             first = ((step * config.grad_accum + micro) * world + rank) * config.batch_size
             samples = [sample(first + j) for j in range(config.batch_size)]
