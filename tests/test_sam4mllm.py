@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import NONE, ONE, TWO, scene, train, training_samples
 
+from pixelreason.api import Segmenter
 from pixelreason.config import preset
 from pixelreason.data.schema import SegSample
 from pixelreason.models.backbone import Generation
@@ -175,6 +176,18 @@ def test_trained_model_answers_with_prompts_and_masks_land(trained: PixelReasonM
         assert _iou(predicted, target) > 0.5
 
 
+def test_chat_history_keeps_the_written_prompts(trained: PixelReasonModel) -> None:
+    segmenter = Segmenter(trained)
+    segmenter.set_image(scene()[0])
+    result = segmenter.chat(TWO[0])
+    assert result.text == TWO[1] and result.masks.shape[0] == 2
+    assert [p["box"] is not None for p in result.extras["prompts"]] == [True, True]
+    history = segmenter.history[0].assistant
+    assert history == result.extras["raw_text"] and history.count("box(") == 2
+    second = segmenter.chat(ONE[0])  # replays the prompts as text (untrained for 2 turns)
+    assert len(segmenter.history) == 2 and second.masks.shape[0] == second.text.count(SEG_TOKEN)
+
+
 def test_generated_masks_equal_teacher_forced_masks(trained: PixelReasonModel) -> None:
     image, red, blue = scene()
     generated = trained.answer(_cache(trained), [Turn(TWO[0])])
@@ -205,6 +218,28 @@ def test_junk_output_never_crashes_answer(monkeypatch, text: str, masks: int) ->
     assert json.dumps(out.extras)  # JSON-ready
     if masks == 0 and text:
         assert all(not p["box"] for p in out.extras["prompts"])
+
+
+def test_special_tokens_inside_a_prompt_count_alike_in_masks_and_text(monkeypatch) -> None:
+    model = fresh().eval()
+    tokenizer = model.preprocessor.tokenizer
+    pieces = [" It is box(1,2,3,4) in(5", ",6) and box(7,7,9,9", ") out(1,1) and box(1,1,2,2)"]
+    ids = []
+    specials = [tokenizer.pad_token_id, tokenizer.unk_token_id, None]
+    for piece, special in zip(pieces, specials, strict=True):
+        ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+        ids += [special] if special is not None else []
+    ids = torch.tensor([*ids, tokenizer.eos_token_id])
+
+    def generate_batch(embeds, attention, **kwargs):
+        return [Generation(ids, torch.zeros((len(ids), model.backbone.hidden_size)))]
+
+    monkeypatch.setattr(model.backbone, "generate_batch", generate_batch)
+    out = model.answer(_cache(model), [Turn("Where?")])
+    # Padding is dropped (the point joins up); <unk> cuts the second box's point off.
+    assert out.text == "It is <SEG> and <SEG><unk>) out(1,1) and <SEG>"
+    assert len(out.mask_logits) == 3
+    assert [len(p["points"]) for p in out.extras["prompts"]] == [1, 0, 0, 0]
 
 
 def test_random_model_answers_never_crash() -> None:

@@ -45,7 +45,7 @@ from pixelreason.models.heads.text_prompts import (
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import ImageInputs
 from pixelreason.prompting import Turn
-from pixelreason.tokens import SEG_TOKEN
+from pixelreason.tokens import IMAGE_TOKEN, SEG_TOKEN
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,11 @@ class Sam4MLLMHead(MaskHead):
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
         super().bind_tokenizer(tokenizer)
         self.tokenizer = tokenizer
-        #: Ids that end a stretch of answer text (end of turn, padding, the image token).
-        self.separators = frozenset(int(i) for i in tokenizer.all_special_ids)
+        # As in `Preprocessor.decode`: padding and the image token are never text.
+        vocab = tokenizer.get_vocab()
+        self.silent = frozenset(
+            int(i) for i in (tokenizer.pad_token_id, vocab.get(IMAGE_TOKEN)) if i is not None
+        )
         # An answer piece is " " + answer; its first token is what PQPP reads.
         yes = tokenizer(" " + YES, add_special_tokens=False)["input_ids"]
         no = tokenizer(" " + NO, add_special_tokens=False)["input_ids"]
@@ -141,21 +144,24 @@ class Sam4MLLMHead(MaskHead):
     # -- text ---------------------------------------------------------------------------------
     def texts(self, token_ids: torch.Tensor, valid: torch.Tensor) -> list[str]:
         """The stretches of answer text in one row of ids (L,), split at invalid positions and
-        special tokens, so a prompt never spans two answers."""
+        ends of turns, so a prompt never spans two answers. Decoded as `Preprocessor.decode`
+        does, so `display_text` finds the same prompts in the answer text."""
         runs: list[list[int]] = [[]]
         for token, ok in zip(token_ids.tolist(), valid.tolist(), strict=True):
-            if ok and token not in self.separators:
+            if not ok or token == self.tokenizer.eos_token_id:
+                if runs[-1]:
+                    runs.append([])
+            elif token not in self.silent:
                 runs[-1].append(token)
-            elif runs[-1]:
-                runs.append([])
-        return [self.tokenizer.decode(run) for run in runs if run]
+        return [self.tokenizer.decode(run, skip_special_tokens=False) for run in runs if run]
 
     def prompts(self, token_ids: torch.Tensor, valid: torch.Tensor) -> list[TextPrompt]:
         """Every prompt block written in one row of ids, in order (see `parse_prompts`)."""
         return [block for text in self.texts(token_ids, valid) for block in parse_prompts(text)]
 
     def count_targets(self, token_ids: torch.Tensor) -> torch.Tensor:
-        valid = torch.ones_like(token_ids, dtype=torch.bool)
+        # Padding marks what is not answer text (labels off the answers are padded).
+        valid = token_ids != self.tokenizer.pad_token_id
         counts = [
             sum(p.has_box for p in self.prompts(row, ok))
             for row, ok in zip(token_ids, valid, strict=True)
