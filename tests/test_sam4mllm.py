@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import NONE, ONE, TWO, scene, train, training_samples
+from test_pretrained_components import _write_public_checkpoints
+from transformers import SamModel
 
 from pixelreason.api import Segmenter
 from pixelreason.config import preset
@@ -297,6 +299,34 @@ def test_batched_yes_probabilities_equal_one_question_at_a_time() -> None:
     alone = torch.cat([yes_probabilities(model, cache, history, [q]) for q in questions])
     assert together.shape == (3,) and ((together > 0) & (together < 1)).all()
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_pqpp_reads_the_first_token_that_tells_yes_from_no() -> None:
+    """SentencePiece may spell " yes" and " no" with a shared first piece."""
+
+    class Pieces:
+        pad_token_id = 0
+
+        def __call__(self, text: str, add_special_tokens: bool = False) -> dict:
+            return {"input_ids": {" yes": [7, 8, 3], " no": [7, 9]}[text]}
+
+        def get_vocab(self) -> dict[str, int]:
+            return {}
+
+    head = fresh().head
+    head.bind_tokenizer(Pieces())  # type: ignore[arg-type]
+    assert head.answer_prefix == (7,) and head.answer_ids == (8, 9)
+
+
+def test_sam4mllm_on_public_format_checkpoints_keeps_the_pretrained_sam(tmp_path: Path) -> None:
+    llava_dir, sam_dir = _write_public_checkpoints(tmp_path)
+    model = PixelReasonModel.from_components(llava_dir, sam_dir, head="sam4mllm")
+    reference = SamModel.from_pretrained(sam_dir)
+    assert torch.equal(
+        model.head.sam.sam.mask_decoder.iou_token.weight, reference.mask_decoder.iou_token.weight
+    )
+    out = model(model.collate(training_samples()))
+    assert torch.isfinite(out.loss) and out.num_masks == 3
 
 
 def test_votes_keep_confident_points_with_their_labels() -> None:

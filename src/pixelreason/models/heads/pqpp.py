@@ -4,9 +4,10 @@ Round 1 is the ordinary answer: one box per target. Round 2 asks, for each point
 `grid` x `grid` lattice inside each box, "is this point on the target?", every question
 appended to the same conversation (the image's cached features, the question, the round-1
 answer). All questions of all targets go through the backbone in ONE batched forward pass (not
-one generation each): the answer's first token is read at the last prompt position, and
-P(yes) = softmax(logit_yes, logit_no)[0]. Points answered with confidence max(P, 1 - P) >=
-`threshold` join the box as SAM prompts, labelled inside for yes and outside for no.
+one generation each): the answer's first token (the first that tells "yes" from "no") is read
+at the last prompt position, and P(yes) = softmax(logit_yes, logit_no)[0]. Points answered
+with confidence max(P, 1 - P) >= `threshold` join the box as SAM prompts, labelled inside for
+yes and outside for no.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ def yes_probabilities(
     if not questions:
         return torch.zeros(0)
     preprocessor = model.preprocessor
-    rows = [preprocessor.encode([*history, Turn(q)], image=True).input_ids for q in questions]
+    prefix = torch.tensor(model.head.answer_prefix, dtype=torch.long)
+    rows = [
+        torch.cat([preprocessor.encode([*history, Turn(q)], image=True).input_ids, prefix])
+        for q in questions
+    ]
     length = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), length), preprocessor.tokenizer.pad_token_id)
     for index, row in enumerate(rows):

@@ -124,12 +124,18 @@ class Sam4MLLMHead(MaskHead):
         self.silent = frozenset(
             int(i) for i in (tokenizer.pad_token_id, vocab.get(IMAGE_TOKEN)) if i is not None
         )
-        # An answer piece is " " + answer; its first token is what PQPP reads.
+        # An answer piece is " " + answer. PQPP reads the first token where the two answers
+        # differ, after the tokens they share (e.g. a lone "▁" with SentencePiece).
         yes = tokenizer(" " + YES, add_special_tokens=False)["input_ids"]
         no = tokenizer(" " + NO, add_special_tokens=False)["input_ids"]
-        if yes[0] == no[0]:
-            raise ValueError(f"the tokenizer does not tell {YES!r} from {NO!r} by first token")
-        self.answer_ids = (int(yes[0]), int(no[0]))
+        shared = 0
+        while shared < min(len(yes), len(no)) and yes[shared] == no[shared]:
+            shared += 1
+        if shared == min(len(yes), len(no)):
+            raise ValueError(f"the tokenizer spells {YES!r} and {NO!r} alike")
+        #: Ids both PQPP answers start with, and the ids of the token that tells them apart.
+        self.answer_prefix = tuple(int(i) for i in yes[:shared])
+        self.answer_ids = (int(yes[shared]), int(no[shared]))
 
     def encode_image(
         self,
