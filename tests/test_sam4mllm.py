@@ -35,6 +35,7 @@ from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.tokenizer import bundled_tokenizer
 from pixelreason.tokens import SEG_TOKEN
+from pixelreason.train.losses import LossWeights
 
 
 def fresh(seed: int = 0, **args: object) -> PixelReasonModel:
@@ -150,15 +151,19 @@ def test_teacher_forcing_gives_one_mask_per_box() -> None:
     assert prediction.extras is not None and len(prediction.extras[1]["prompts"]) == 2
 
 
-def test_a_few_steps_lower_the_loss_and_train_sam_but_not_through_states() -> None:
-    model = fresh()
-    losses = train(model, training_samples(), steps=25)
+def test_a_few_steps_lower_the_loss() -> None:
+    losses = train(fresh(), training_samples(), steps=25)
     assert losses[-1] < 0.5 * losses[0]
-    model.train()
-    out = model(model.collate(training_samples()))
+
+
+def test_the_mask_loss_trains_sam_and_never_the_llm() -> None:
+    model = fresh().train()
+    out = model(model.collate(training_samples()), LossWeights(text=0.0))
     out.loss.backward()
+    assert out.num_masks == 3 and out.bce > 0
     decoder = model.head.sam.sam.mask_decoder
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in model.backbone.parameters())
 
 
 def test_trained_model_answers_with_prompts_and_masks_land(trained: PixelReasonModel) -> None:
