@@ -131,8 +131,15 @@ def test_every_preset_builds_and_trains_one_step(name: str) -> None:
     out = model(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.num_masks == 3
-    # The mask loss reaches the head (its first layer reading LLM states).
-    first = model.head.projector[0] if hasattr(model.head, "projector") else model.head.fuse[0]
+    # The mask loss reaches the head (its first layer reading LLM states; SAM4MLLM's head reads
+    # none, its SAM decoder's mask token learns).
+    head = model.head
+    if hasattr(head, "projector"):
+        first = head.projector[0]
+    elif hasattr(head, "fuse"):
+        first = head.fuse[0]
+    else:
+        first = head.sam.sam.mask_decoder.mask_tokens
     assert float(first.weight.grad.abs().sum()) > 0
 
 

@@ -56,7 +56,11 @@ class Result:
             masks=masks,
             scores=answer.scores.numpy(),
             boxes=boxes_from_masks(masks),
-            extras={"raw_text": answer.text, "num_tokens": int(answer.token_ids.numel())},
+            extras={
+                "raw_text": answer.text,
+                "num_tokens": int(answer.token_ids.numel()),
+                **answer.extras,
+            },
         )
 
     def rles(self) -> list[dict[str, Any]]:

@@ -7,10 +7,15 @@ from typing import Any
 from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
 from pixelreason.models.heads.lisa import LisaHead
 from pixelreason.models.heads.pixellm import PixelLMHead
+from pixelreason.models.heads.sam4mllm import Sam4MLLMHead
 from pixelreason.models.sam import SamDecoder
 
 #: Registered heads by name; a new paper's head is one more entry here.
-HEADS: dict[str, type[MaskHead]] = {LisaHead.name: LisaHead, PixelLMHead.name: PixelLMHead}
+HEADS: dict[str, type[MaskHead]] = {
+    LisaHead.name: LisaHead,
+    PixelLMHead.name: PixelLMHead,
+    Sam4MLLMHead.name: Sam4MLLMHead,
+}
 
 __all__ = [
     "HEADS",
@@ -19,6 +24,7 @@ __all__ = [
     "MaskHead",
     "MaskPrediction",
     "PixelLMHead",
+    "Sam4MLLMHead",
     "build_head",
     "head_class",
 ]

@@ -10,6 +10,7 @@ per-word points) read what they need from the same inputs, so the backbone never
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from pixelreason.data.schema import SegSample
+from pixelreason.processing import ImageInputs
 from pixelreason.tokens import SEG_TOKEN
 
 
@@ -25,21 +28,25 @@ class HeadInputs:
     """token_ids (B, L) and states (B, L, D): states[b, t] predicted token_ids[b, t].
 
     `valid` (B, L) marks real (non-padding) positions; `context` is what `encode_image`
-    returned for the B images of the batch.
+    returned for the B images of the batch; `images` their geometry (original size, size in
+    the head's input), for heads whose prompts are image coordinates (SAM4MLLM).
     """
 
     token_ids: torch.Tensor
     states: torch.Tensor
     valid: torch.Tensor
     context: Any
+    images: Sequence[ImageInputs] | None = None
 
 
 @dataclass
 class MaskPrediction:
-    """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,)."""
+    """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,);
+    `extras`, if given, a JSON-ready dict per item that answers carry (e.g. parsed prompts)."""
 
     logits: list[torch.Tensor]
     scores: list[torch.Tensor]
+    extras: list[dict[str, Any]] | None = None
 
 
 class MaskHead(nn.Module, ABC):
@@ -86,6 +93,25 @@ class MaskHead(nn.Module, ABC):
     @property
     def tokens(self) -> tuple[str, ...]:
         return self.special_tokens
+
+    def prepare_sample(self, sample: SegSample, image: ImageInputs) -> SegSample:
+        """Rewrite a training sample before its text is encoded; `image` is the sample's
+        preprocessed image. Default: unchanged. SAM4MLLM writes each `<SEG>` as the text of
+        its target's SAM prompt here (so the answers, not a fixed token, name the targets)."""
+        return sample
+
+    def follow_up(
+        self, model: Any, caches: Sequence[Any], turns_list: Sequence[Any], answers: list[Any]
+    ) -> list[Any]:
+        """Revise generated answers (`Answer`s, one per conversation of `turns_list` about the
+        image of the same `ImageCache`), asking `model` more if the head's method does so
+        (SAM4MLLM's PQPP). Default: unchanged."""
+        return answers
+
+    def display_text(self, text: str) -> str:
+        """The text shown for a decoded answer. Default: unchanged (fixed target texts are
+        already shown as `<SEG>`); heads whose target text varies show `<SEG>` here."""
+        return text
 
     @abstractmethod
     def encode_image(
