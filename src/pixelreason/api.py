@@ -27,7 +27,7 @@ from pixelreason.imaging import load_image
 from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel
 from pixelreason.processing import validate_query
 from pixelreason.prompting import Turn
-from pixelreason.registry import DEFAULT_MODEL, load_model
+from pixelreason.registry import load_model
 from pixelreason.utils.files import atomic_write_bytes
 from pixelreason.viz import overlay
 
@@ -145,10 +145,16 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str = "cpu"
+        cls,
+        name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        method: str | None = None,
+        device: str = "cpu",
     ) -> Segmenter:
-        """Load a model directory or bundled model name (see `pixelreason.registry`)."""
-        model, description = load_model(name_or_path, device=device)
+        """Load a model directory or bundled model name (see `pixelreason.registry`); with
+        neither, the bundled default, or with `method` ("lisa", "pixellm", ...) that method's
+        bundled model."""
+        model, description = load_model(name_or_path, method=method, device=device)
         return cls(model, description)
 
     @property

@@ -197,10 +197,19 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
+    from pixelreason.config import METHOD_MODELS
+
     parser.add_argument(
         "--model",
-        default="default",
-        help="model name or directory (default: %(default)s)",
+        default=None,
+        help="model name or directory (default: the bundled model of --method, else 'default')",
+    )
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHOD_MODELS),
+        default=None,
+        help="segmentation method: alone it picks that method's bundled model "
+        "(lisa: default, pixellm: default-pixellm, ...); with --model it checks the model's",
     )
     parser.add_argument(
         "--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)"
@@ -221,7 +230,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     # Check the cheap inputs before loading the model.
     query = validate_query(args.query)
     image = load_image(args.image)
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
     _note_model(segmenter.description)
     segmenter.set_image(image)
     result = segmenter.segment(query, max_new_tokens=args.max_new_tokens)
@@ -245,7 +254,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from pixelreason.imaging import load_image
 
     image = load_image(args.image)
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
     _note_model(segmenter.description)
     segmenter.set_image(image)
     print("Ask about the image. /reset starts over, /quit leaves.")
@@ -298,7 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split_dir = Path(args.data_dir) / args.split
     if not split_dir.is_dir():
         raise InputError(f"split folder not found: {split_dir}")
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
     _note_model(segmenter.description)
     try:
         items = list(items_from_reasonseg(split_dir, args.limit))
@@ -342,9 +351,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")
-    model, description = load_model(args.model, device=args.device)
+    model, description = load_model(args.model, method=args.method, device=args.device)
     _note_model(description)
-    service = SegmentService(model, description, config, model_name=str(args.model))
+    service = SegmentService(model, description, config, model_name=str(args.model or description))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"note: listening on {args.host}, not only this machine; there is no authentication.",

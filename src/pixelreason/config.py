@@ -12,6 +12,15 @@ from pixelreason.errors import CheckpointError
 
 CONFIG_NAME = "pixelreason.json"
 FORMAT_VERSION = 1
+#: The bundled model `--model` defaults to.
+DEFAULT_MODEL = "default"
+#: The bundled model of each method (a mask head: one paper's design), for `--method`.
+METHOD_MODELS = {
+    "lisa": DEFAULT_MODEL,
+    "pixellm": "default-pixellm",
+    "sam4mllm": "default-sam4mllm",
+    "pixelllm": "default-pixelllm",
+}
 
 
 @dataclass

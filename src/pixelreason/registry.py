@@ -6,13 +6,12 @@ from pathlib import Path
 
 import torch
 
-from pixelreason.config import PRESETS, preset
-from pixelreason.errors import CheckpointError
+from pixelreason.config import DEFAULT_MODEL, METHOD_MODELS, PRESETS, preset
+from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.segmenter import PixelReasonModel
 
 #: Trained models shipped inside the package, by name.
 BUNDLED_MODELS_DIR = Path(__file__).parent / "assets" / "models"
-DEFAULT_MODEL = "default"
 #: Preset used by "default" until trained default weights are bundled.
 FALLBACK_PRESET = "tiny"
 
@@ -28,15 +27,42 @@ def available_models() -> list[str]:
     return sorted({DEFAULT_MODEL, *bundled_models(), *(f"random:{p}" for p in PRESETS)})
 
 
+def model_for_method(method: str) -> str:
+    """The bundled model that implements `method`, or a clear error if none is bundled."""
+    if method not in METHOD_MODELS:
+        raise InputError(f"unknown method {method!r}; choose from {', '.join(METHOD_MODELS)}")
+    name = METHOD_MODELS[method]
+    if name != DEFAULT_MODEL and name not in bundled_models():
+        raise CheckpointError(
+            f"this installation bundles no trained {method} model yet; train one with "
+            f"`pixelreason train recipes/{method}.yaml` and pass --model DIR"
+        )
+    return name
+
+
 def load_model(
-    name_or_path: str | Path, *, device: str | torch.device = "cpu"
+    name_or_path: str | Path | None = None,
+    *,
+    method: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[PixelReasonModel, str]:
     """Load a model and describe it in one line.
 
     Accepts a directory written by `save_pretrained`, the name of a bundled model, or
     `random:PRESET` for an untrained model (tests, training from scratch). `default` is the
     bundled default model, or, if this installation has none yet, a random tiny model.
+    `method` (e.g. "pixellm") alone picks that method's bundled model; with a model it
+    checks that the model implements that method.
     """
+    if name_or_path is None:
+        name_or_path = model_for_method(method) if method else DEFAULT_MODEL
+    model, description = _load(name_or_path, device)
+    if method is not None and model.config.head != method:
+        raise InputError(f"{description} implements the {model.config.head} method, not {method}")
+    return model, description
+
+
+def _load(name_or_path: str | Path, device: str | torch.device) -> tuple[PixelReasonModel, str]:
     text = str(name_or_path)
     path = Path(text)
     if path.is_dir():
