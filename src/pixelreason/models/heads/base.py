@@ -5,18 +5,27 @@ forced in training, generated at inference), the last-layer state that predicted
 and the image context the head computed once per image. It returns one mask per target. LISA
 reads states at `<SEG>`; other heads (PixelLM's codebook, SAM4MLLM's text prompts, PixelLLM's
 per-word points) read what they need from the same inputs, so the backbone never changes.
+
+Optional hooks, all no-ops here, let a head do more without the model knowing what it is:
+`prompt_tokens` + `embed_prompt` (placeholders in the prompt whose embeddings the head sets,
+e.g. PixelLLM's location prompt), `token_targets` (per-token training targets made at collate
+time; the head turns them into `MaskPrediction.losses`) and `answer_extras` (head-specific
+results attached to a generated answer, e.g. PixelLLM's per-word points).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from pixelreason.processing import ImageInputs
 from pixelreason.tokens import SEG_TOKEN
 
 
@@ -25,21 +34,30 @@ class HeadInputs:
     """token_ids (B, L) and states (B, L, D): states[b, t] predicted token_ids[b, t].
 
     `valid` (B, L) marks real (non-padding) positions; `context` is what `encode_image`
-    returned for the B images of the batch.
+    returned for the B images of the batch. `targets` are the head's own `token_targets`
+    aligned with token_ids ((B, L, ...) each), given only when training (teacher forcing);
+    `images` are the B images' geometry, for heads that map image coordinates.
     """
 
     token_ids: torch.Tensor
     states: torch.Tensor
     valid: torch.Tensor
     context: Any
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    images: Sequence[ImageInputs] = ()
 
 
 @dataclass
 class MaskPrediction:
-    """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,)."""
+    """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,).
+
+    `losses` are the head's own training terms (scalars) computed from `HeadInputs.targets`;
+    each is weighted by the `LossWeights` field of the same name.
+    """
 
     logits: list[torch.Tensor]
     scores: list[torch.Tensor]
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class MaskHead(nn.Module, ABC):
@@ -107,3 +125,42 @@ class MaskHead(nn.Module, ABC):
     def count_targets(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Number of masks this head will produce for each row of token_ids (B, L) -> (B,)."""
         raise NotImplementedError
+
+    # -- optional hooks (no-ops by default) ---------------------------------------------------
+    @property
+    def prompt_tokens(self) -> tuple[str, ...]:
+        """Placeholder tokens written right after the image features in every prompt; their
+        embeddings are replaced by `embed_prompt`. None by default."""
+        return ()
+
+    def embed_prompt(
+        self,
+        input_ids: torch.Tensor,
+        embeds: torch.Tensor,
+        image_features: torch.Tensor,
+        locations: Sequence[torch.Tensor | None],
+    ) -> torch.Tensor:
+        """Set the embeddings of this head's `prompt_tokens` before the LLM reads them.
+
+        input_ids (B, T), embeds (B, T, D) (image features already in place), image_features
+        (B, N, D); locations: per row a location prompt in normalised image coordinates (a box
+        (4,) or points (k, 2)) or None. Returns embeds (B, T, D); by default unchanged.
+        """
+        return embeds
+
+    def token_targets(
+        self, labels: torch.Tensor, masks: Sequence[np.ndarray]
+    ) -> dict[str, torch.Tensor]:
+        """Per-token training targets for one sample, made when a batch is collated.
+
+        labels (T,): the sample's token ids on answers, IGNORE_INDEX elsewhere; masks: its
+        uint8 (H, W) target masks in order. Each returned tensor has T rows; the batch pads
+        them with zeros (so a boolean "has a target" entry reads False on padding) and hands
+        them to `forward` as `HeadInputs.targets`, shifted like the token ids. None by default.
+        """
+        return {}
+
+    def answer_extras(self, inputs: HeadInputs, prediction: MaskPrediction) -> list[dict[str, Any]]:
+        """Per row of a generated batch, what this head adds to `Answer.extras` (JSON-ready).
+        Nothing by default."""
+        return [{} for _ in range(inputs.token_ids.shape[0])]
