@@ -15,6 +15,7 @@ from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.segmenter import WEIGHTS_NAME, PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.tokens import SEG_TOKEN
+from pixelreason.train.losses import LossWeights
 
 
 def _ask(model: PixelReasonModel, question: str):
@@ -128,11 +129,16 @@ def test_every_preset_builds_and_trains_one_step(name: str) -> None:
     torch.manual_seed(0)
     model = PixelReasonModel.from_config(preset(name))
     batch = model.collate(training_samples()[:2])
-    out = model(batch)
+    out = model(batch, LossWeights(point=1.0))
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.num_masks == 3
-    # The mask loss reaches the head (its first layer reading LLM states).
-    first = model.head.projector[0] if hasattr(model.head, "projector") else model.head.fuse[0]
+    # The head's loss reaches its first layer reading LLM states (PixelLLM: the point loss,
+    # its SAM being prompted from the ground truth in training).
+    first = {
+        "lisa": lambda head: head.projector[0],
+        "pixellm": lambda head: head.fuse[0],
+        "pixelllm": lambda head: head.locator[0],
+    }[model.config.head](model.head)
     assert float(first.weight.grad.abs().sum()) > 0
 
 

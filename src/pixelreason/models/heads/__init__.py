@@ -6,11 +6,16 @@ from typing import Any
 
 from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
 from pixelreason.models.heads.lisa import LisaHead
+from pixelreason.models.heads.pixelllm import PixelLLMHead
 from pixelreason.models.heads.pixellm import PixelLMHead
 from pixelreason.models.sam import SamDecoder
 
 #: Registered heads by name; a new paper's head is one more entry here.
-HEADS: dict[str, type[MaskHead]] = {LisaHead.name: LisaHead, PixelLMHead.name: PixelLMHead}
+HEADS: dict[str, type[MaskHead]] = {
+    LisaHead.name: LisaHead,
+    PixelLMHead.name: PixelLMHead,
+    PixelLLMHead.name: PixelLLMHead,
+}
 
 __all__ = [
     "HEADS",
@@ -18,6 +23,7 @@ __all__ = [
     "LisaHead",
     "MaskHead",
     "MaskPrediction",
+    "PixelLLMHead",
     "PixelLMHead",
     "build_head",
     "head_class",
