@@ -20,7 +20,7 @@ from pixelreason.data.world import KINDS, caption_sample, generate_sample
 from pixelreason.data.world.captions import describe
 from pixelreason.data.world.scene import generate_scene
 from pixelreason.errors import InputError
-from pixelreason.grounding import interior_point, mask_location, name_owners
+from pixelreason.grounding import interior_point, mask_location, name_owners, token_texts
 from pixelreason.models.heads.pixelllm import PixelLLMSettings
 from pixelreason.models.location import check_location, patch_centres, sine_cosine
 from pixelreason.models.segmenter import PixelReasonModel
@@ -78,6 +78,16 @@ def test_name_owners_take_the_words_before_each_marker() -> None:
     markers = [False] * 4 + [True]
     assert name_owners(texts, markers, [True] * 5) == [0, 0, 0, -1, 0]
     assert name_owners(texts, markers, [False] + [True] * 4) == [-1, 0, 0, -1, 0]
+
+
+def test_token_texts_rebuild_the_decoded_text() -> None:
+    model = fresh_pixelllm()
+    tokenizer = model.preprocessor.tokenizer
+    answer = f" The spotted blue scissors {SEG_TOKEN}, because they cut paper."
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    texts = token_texts(tokenizer, ids)
+    assert len(texts) == len(ids) and "".join(texts) == tokenizer.decode(ids) == answer
+    assert SEG_TOKEN in texts
 
 
 def test_reasonworld_names_are_exactly_the_located_words() -> None:
@@ -217,6 +227,24 @@ def test_generation_is_identical_with_and_without_the_point_head() -> None:
         w for w, _, _ in answer.extras["word_points"]
     ]
     assert again.extras["word_points"] != answer.extras["word_points"]
+
+
+def test_batched_answers_equal_single_answers(trained_pixelllm: PixelReasonModel) -> None:
+    """Left padding moves the placeholders; each row still finds its own, by id."""
+    cache = _cache(trained_pixelllm)
+    box = torch.tensor([0.5, 0.4, 0.95, 0.95])
+    requests = [([Turn(ONE[0])], None), ([Turn(TWO[0])], box), ([Turn(NONE[0])], None)]
+    batched = trained_pixelllm.answer_batch(
+        [cache] * 3, [turns for turns, _ in requests], locations=[loc for _, loc in requests]
+    )
+    for (turns, location), together in zip(requests, batched, strict=True):
+        alone = trained_pixelllm.answer(cache, turns, location=location)
+        assert torch.equal(alone.token_ids, together.token_ids)
+        for (w1, x1, y1), (w2, x2, y2) in zip(
+            alone.extras["word_points"], together.extras["word_points"], strict=True
+        ):
+            assert w1 == w2 and abs(x1 - x2) < 0.5 and abs(y1 - y2) < 0.5
+        torch.testing.assert_close(alone.mask_logits, together.mask_logits, atol=1e-3, rtol=1e-3)
 
 
 # -- location prompt ----------------------------------------------------------------------------
@@ -390,3 +418,23 @@ def test_segment_command_with_an_untrained_pixelllm(example_png: Path, tmp_path:
     word, x, y = data["word_points"][0]
     assert isinstance(word, str) and 0 <= x <= 80 and 0 <= y <= 48
     assert Image.open(out / "overlay.png").size[0] >= 80
+
+
+def test_segment_box_prompt_and_other_heads(
+    example_png: Path, trained_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["segment", str(example_png), "What is in this box?", "--max-new-tokens", "4"]
+    pixelllm = ["--model", "random:tiny-pixelllm"]
+    assert main([*base, *pixelllm, "--box", "8,8,30,28", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "result.json").read_text())["word_points"]
+    # Other heads: no word points, and no location prompt.
+    assert main([*base, "--model", str(trained_dir), "--out", str(tmp_path / "b")]) == 0
+    assert "word_points" not in json.loads((tmp_path / "b" / "result.json").read_text())
+    capsys.readouterr()
+    for argv, message in (
+        ([*base, "--model", str(trained_dir), "--box", "8,8,30,28"], "cannot read a location"),
+        ([*base, *pixelllm, "--box", "8,8,30"], "four comma-separated"),
+        ([*base, *pixelllm, "--box", "8,8,300,28"], "outside the 80x48 image"),
+    ):
+        assert main([*argv, "--out", str(tmp_path / "c")]) == 2
+        assert message in capsys.readouterr().err

@@ -56,26 +56,27 @@ def overlay(
 
 
 def draw_word_points(picture: Image.Image, word_points: Sequence[tuple[str, float, float]]) -> None:
-    """Draw each (word, x, y) in place: a dot at the point and the word beside it, white on a
-    dark box so it reads on any background. A label that would cover an earlier one moves
-    down a line; labels stay inside the picture."""
+    """Draw each (word, x, y) in place: the word as a small white-on-dark label beside its
+    point, then a dot at every point on top. Punctuation is left out; a label that would cover
+    an earlier one moves down a line; labels stay inside the picture."""
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default()
+    shown = [(w, x, y) for w, x, y in word_points if any(c.isalnum() for c in w)]
     taken: list[tuple[int, int, int, int]] = []
-    for word, x, y in word_points:
-        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(255, 255, 255), outline=(0, 0, 0))
+    for word, x, y in shown:
         left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
         width, height = right - left + 2, bottom - top + 2
-        lx = int(min(max(x + 3, 0), max(picture.width - width, 0)))
+        lx = int(min(max(x + 4, 0), max(picture.width - width, 0)))
         ly = int(min(max(y - height // 2, 0), max(picture.height - height, 0)))
         for _ in range(8):
-            box = (lx, ly, lx + width, ly + height)
-            if not any(_overlap(box, other) for other in taken):
+            if not any(_overlap((lx, ly, lx + width, ly + height), box) for box in taken):
                 break
             ly = min(ly + height, max(picture.height - height, 0))
         taken.append((lx, ly, lx + width, ly + height))
-        draw.rectangle((lx, ly, lx + width, ly + height), fill=(20, 20, 20))
+        draw.rectangle(taken[-1], fill=(20, 20, 20))
         draw.text((lx + 1 - left, ly + 1 - top), word, fill=(255, 255, 255), font=font)
+    for _, x, y in shown:
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(255, 255, 255), outline=(0, 0, 0))
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:

@@ -146,13 +146,10 @@ class PixelLLMHead(MaskHead):
         boxes = torch.zeros((len(ids), 4))
         located = torch.zeros(len(ids), dtype=torch.bool)
         for t, owner in enumerate(owners):
-            if owner >= 0 and geometry[owner] is not None:
-                point, box = geometry[owner]
-                points[t], boxes[t], located[t] = (
-                    torch.from_numpy(point),
-                    torch.from_numpy(box),
-                    True,
-                )
+            if owner < 0 or geometry[owner] is None:  # an empty mask has no point
+                continue
+            point, box = geometry[owner]
+            points[t], boxes[t], located[t] = torch.from_numpy(point), torch.from_numpy(box), True
         return {"points": points, "boxes": boxes, "located": located}
 
     # -- location prompt ----------------------------------------------------------------------
