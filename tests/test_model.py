@@ -133,11 +133,13 @@ def test_every_preset_builds_and_trains_one_step(name: str) -> None:
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.num_masks == 3
     # The head's loss reaches its first layer reading LLM states (PixelLLM: the point loss,
-    # its SAM being prompted from the ground truth in training).
+    # its SAM being prompted from the ground truth in training; SAM4MLLM's head reads none,
+    # its SAM decoder's mask token learns).
     first = {
         "lisa": lambda head: head.projector[0],
         "pixellm": lambda head: head.fuse[0],
         "pixelllm": lambda head: head.locator[0],
+        "sam4mllm": lambda head: head.sam.sam.mask_decoder.mask_tokens,
     }[model.config.head](model.head)
     assert float(first.weight.grad.abs().sum()) > 0
 

@@ -57,9 +57,9 @@ class Result:
             scores=answer.scores.numpy(),
             boxes=boxes_from_masks(masks),
             extras={
-                **answer.extras,
                 "raw_text": answer.text,
                 "num_tokens": int(answer.token_ids.numel()),
+                **answer.extras,
             },
         )
 

@@ -273,6 +273,24 @@ def small_pixelllm() -> ModelConfig:
     return config
 
 
+def tiny_sam4mllm() -> ModelConfig:
+    """`tiny` with SAM4MLLM's head: SAM prompted by box + points the LLM writes as text."""
+    config = tiny()
+    config.head, config.preset = "sam4mllm", "tiny-sam4mllm"
+    # A target's prompt text is about 45 tokens (one per digit).
+    config.max_new_tokens = 128
+    return config
+
+
+def small_sam4mllm() -> ModelConfig:
+    """`small` with SAM4MLLM's head (PPG: 64 groups of 2 inside + 1 outside point; its SAM is
+    trained from scratch with the LLM, where the paper freezes a pretrained one)."""
+    config = small()
+    config.head, config.preset = "sam4mllm", "small-sam4mllm"
+    config.max_new_tokens = 192
+    return config
+
+
 #: Named presets (random initialisation). Every entry is built in a test so none can rot.
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
@@ -281,6 +299,8 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "small-pixellm": small_pixellm,
     "tiny-pixelllm": tiny_pixelllm,
     "small-pixelllm": small_pixelllm,
+    "tiny-sam4mllm": tiny_sam4mllm,
+    "small-sam4mllm": small_sam4mllm,
 }
 
 

@@ -111,7 +111,11 @@ class ImageCache:
 
 @dataclass
 class Answer:
-    """A generated answer: text, ids, and per-target mask logits (n, H, W) with scores (n,)."""
+    """A generated answer: text, ids, and per-target mask logits (n, H, W) with scores (n,).
+
+    `text` shows each target as `<SEG>`; when the model wrote something else there (SAM4MLLM's
+    prompts), `extras["raw_text"]` is what it wrote. Heads may add more to `extras`.
+    """
 
     text: str
     token_ids: torch.Tensor
@@ -295,13 +299,6 @@ class PixelReasonModel(nn.Module):
         """Tokenize and preprocess samples into a right-padded batch, checking mask counts."""
         encoded, images, masks, targets, locations = [], [], [], [], []
         for index, sample in enumerate(samples):
-            text = self.preprocessor.encode(sample.turns, image=True)
-            expected = int(self.head.count_targets(text.labels.clamp(min=0)[None])[0])
-            if expected != len(sample.masks):
-                raise InputError(
-                    f"sample {index}: the answers name {expected} targets but "
-                    f"{len(sample.masks)} masks are given"
-                )
             if sample.location is not None and not self.head.prompt_tokens:
                 raise InputError(
                     f"sample {index} has a location prompt, which the {self.config.head} "
@@ -318,6 +315,14 @@ class PixelReasonModel(nn.Module):
                     raise InputError(
                         f"sample {index}: mask shape {mask.shape} != image {image.original_size}"
                     )
+            sample = self.head.prepare_sample(sample, image)
+            text = self.preprocessor.encode(sample.turns, image=True)
+            expected = int(self.head.count_targets(text.labels.clamp(min=0)[None])[0])
+            if expected != len(sample.masks):
+                raise InputError(
+                    f"sample {index}: the answers name {expected} targets but "
+                    f"{len(sample.masks)} masks are given"
+                )
             encoded.append(text)
             images.append(image)
             stacked = (
@@ -493,28 +498,35 @@ class PixelReasonModel(nn.Module):
             do_sample=do_sample,
             temperature=temperature,
         )
-        return [
+        answers = [
             self._masks_for(cache, generation)
             for cache, generation in zip(caches, generations, strict=True)
         ]
+        return self.head.follow_up(self, caches, turns_list, answers)
 
     def _masks_for(self, cache: ImageCache, generation: Generation) -> Answer:
         ids = generation.token_ids[None]
-        inputs = HeadInputs(
-            token_ids=ids,
-            states=generation.hidden[None],
-            valid=torch.ones_like(ids, dtype=torch.bool),
-            context=cache.context,
-            images=[cache.image],
+        prediction = self.head(
+            HeadInputs(
+                token_ids=ids,
+                states=generation.hidden[None],
+                valid=torch.ones_like(ids, dtype=torch.bool),
+                context=cache.context,
+                images=[cache.image],
+            )
         )
-        prediction = self.head(inputs)
         logits = self.preprocessor.masks_to_image(prediction.logits[0], cache.image)
+        raw = self.preprocessor.decode(generation.token_ids)
+        text = self.head.display_text(raw)
+        extras = dict(prediction.extras[0]) if prediction.extras else {}
+        if text != raw:  # what the model wrote, for replaying the conversation
+            extras["raw_text"] = raw
         return Answer(
-            text=self.preprocessor.decode(generation.token_ids),
+            text=text,
             token_ids=generation.token_ids.cpu(),
             mask_logits=logits.float().cpu(),
             scores=prediction.scores[0].float().cpu(),
-            extras=self.head.answer_extras(inputs, prediction)[0],
+            extras=extras,
         )
 
 

@@ -8,6 +8,7 @@ from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
 from pixelreason.models.heads.lisa import LisaHead
 from pixelreason.models.heads.pixelllm import PixelLLMHead
 from pixelreason.models.heads.pixellm import PixelLMHead
+from pixelreason.models.heads.sam4mllm import Sam4MLLMHead
 from pixelreason.models.sam import SamDecoder
 
 #: Registered heads by name; a new paper's head is one more entry here.
@@ -15,6 +16,7 @@ HEADS: dict[str, type[MaskHead]] = {
     LisaHead.name: LisaHead,
     PixelLMHead.name: PixelLMHead,
     PixelLLMHead.name: PixelLLMHead,
+    Sam4MLLMHead.name: Sam4MLLMHead,
 }
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "MaskPrediction",
     "PixelLLMHead",
     "PixelLMHead",
+    "Sam4MLLMHead",
     "build_head",
     "head_class",
 ]

@@ -7,10 +7,11 @@ reads states at `<SEG>`; other heads (PixelLM's codebook, SAM4MLLM's text prompt
 per-word points) read what they need from the same inputs, so the backbone never changes.
 
 Optional hooks, all no-ops here, let a head do more without the model knowing what it is:
+`prepare_sample`, `follow_up` and `display_text` (SAM4MLLM's text prompts and PQPP),
 `prompt_tokens` + `embed_prompt` (placeholders in the prompt whose embeddings the head sets,
-e.g. PixelLLM's location prompt), `token_targets` (per-token training targets made at collate
-time; the head turns them into `MaskPrediction.losses`) and `answer_extras` (head-specific
-results attached to a generated answer, e.g. PixelLLM's per-word points).
+e.g. PixelLLM's location prompt) and `token_targets` (per-token training targets made at
+collate time; the head turns them into `MaskPrediction.losses`). Head-specific results of a
+generated answer travel in `MaskPrediction.extras` (e.g. PixelLLM's per-word points).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from pixelreason.data.schema import SegSample
 from pixelreason.processing import ImageInputs
 from pixelreason.tokens import SEG_TOKEN
 
@@ -34,29 +36,31 @@ class HeadInputs:
     """token_ids (B, L) and states (B, L, D): states[b, t] predicted token_ids[b, t].
 
     `valid` (B, L) marks real (non-padding) positions; `context` is what `encode_image`
-    returned for the B images of the batch. `targets` are the head's own `token_targets`
-    aligned with token_ids ((B, L, ...) each), given only when training (teacher forcing);
-    `images` are the B images' geometry, for heads that map image coordinates.
+    returned for the B images of the batch; `images` their geometry (original size, size in
+    the head's input), for heads whose prompts are image coordinates (SAM4MLLM, PixelLLM).
+    `targets` are the head's own `token_targets` aligned with token_ids ((B, L, ...) each),
+    given only when training (teacher forcing).
     """
 
     token_ids: torch.Tensor
     states: torch.Tensor
     valid: torch.Tensor
     context: Any
+    images: Sequence[ImageInputs] | None = None
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
-    images: Sequence[ImageInputs] = ()
 
 
 @dataclass
 class MaskPrediction:
-    """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,).
-
-    `losses` are the head's own training terms (scalars) computed from `HeadInputs.targets`;
-    each is weighted by the `LossWeights` field of the same name.
+    """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,);
+    `extras`, if given, a JSON-ready dict per item that answers carry (e.g. parsed prompts,
+    PixelLLM's per-word points). `losses` are the head's own training terms (scalars) computed
+    from `HeadInputs.targets`; each is weighted by the `LossWeights` field of the same name.
     """
 
     logits: list[torch.Tensor]
     scores: list[torch.Tensor]
+    extras: list[dict[str, Any]] | None = None
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -104,6 +108,25 @@ class MaskHead(nn.Module, ABC):
     @property
     def tokens(self) -> tuple[str, ...]:
         return self.special_tokens
+
+    def prepare_sample(self, sample: SegSample, image: ImageInputs) -> SegSample:
+        """Rewrite a training sample before its text is encoded; `image` is the sample's
+        preprocessed image. Default: unchanged. SAM4MLLM writes each `<SEG>` as the text of
+        its target's SAM prompt here (so the answers, not a fixed token, name the targets)."""
+        return sample
+
+    def follow_up(
+        self, model: Any, caches: Sequence[Any], turns_list: Sequence[Any], answers: list[Any]
+    ) -> list[Any]:
+        """Revise generated answers (`Answer`s, one per conversation of `turns_list` about the
+        image of the same `ImageCache`), asking `model` more if the head's method does so
+        (SAM4MLLM's PQPP). Default: unchanged."""
+        return answers
+
+    def display_text(self, text: str) -> str:
+        """The text shown for a decoded answer. Default: unchanged (fixed target texts are
+        already shown as `<SEG>`); heads whose target text varies show `<SEG>` here."""
+        return text
 
     @abstractmethod
     def encode_image(
@@ -159,8 +182,3 @@ class MaskHead(nn.Module, ABC):
         them to `forward` as `HeadInputs.targets`, shifted like the token ids. None by default.
         """
         return {}
-
-    def answer_extras(self, inputs: HeadInputs, prediction: MaskPrediction) -> list[dict[str, Any]]:
-        """Per row of a generated batch, what this head adds to `Answer.extras` (JSON-ready).
-        Nothing by default."""
-        return [{} for _ in range(inputs.token_ids.shape[0])]

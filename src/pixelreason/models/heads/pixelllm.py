@@ -200,11 +200,13 @@ class PixelLLMHead(MaskHead):
     def forward(self, inputs: HeadInputs) -> MaskPrediction:
         """One mask per `<SEG>`: SAM prompted by the target's point and box. With targets
         (training) the prompts come from the ground truth and the location L1 is returned as
-        `losses["point"]`; without, from the locations predicted at the target's tokens."""
+        `losses["point"]`; without (answers), from the locations predicted at the target's
+        tokens, and `extras` hold each row's `word_points`."""
         is_seg = (inputs.token_ids == self.token_ids[SEG_TOKEN]) & inputs.valid
         rows, positions = is_seg.nonzero(as_tuple=True)
         locations = self.locate(inputs.states)  # (B, L, 6)
         losses: dict[str, torch.Tensor] = {}
+        extras = None
         if inputs.targets:
             targets = inputs.targets
             wanted = torch.cat([targets["points"], targets["boxes"]], dim=-1)
@@ -215,11 +217,13 @@ class PixelLLMHead(MaskHead):
                 points, boxes = self._jitter(points, boxes)
         else:
             points, boxes = self._predicted_prompts(inputs, locations, rows, positions)
+            extras = self._word_points(inputs, locations)
         logits, iou = self._decode(inputs, rows, points, boxes)
         counts = is_seg.sum(dim=1).tolist()
         return MaskPrediction(
             logits=list(logits.split(counts)),
             scores=list(iou.clamp(0, 1).split(counts)),
+            extras=extras,
             losses=losses,
         )
 
@@ -267,12 +271,11 @@ class PixelLLMHead(MaskHead):
         embeddings = inputs.context[rows]
         if len(rows) == 0:
             return self.sam.decode(embeddings, embeddings.new_zeros((0, 3, self.sam.prompt_dim)))
-        if len(inputs.images) != inputs.token_ids.shape[0]:
-            raise ValueError("the PixelLLM head needs each row's image geometry (inputs.images)")
         # Normalised image coordinates -> pixels of the resized image inside SAM's padded input
         # (SAM's prompt encoder adds half a pixel to address pixel centres).
+        images = _images(inputs)
         scale = torch.tensor(
-            [_resized_wh(inputs.images[row]) for row in rows.tolist()],
+            [_resized_wh(images[row]) for row in rows.tolist()],
             device=points.device,
             dtype=torch.float32,
         )
@@ -283,15 +286,16 @@ class PixelLLMHead(MaskHead):
         return self.sam.decode(embeddings, sparse)
 
     # -- answers ------------------------------------------------------------------------------
-    def answer_extras(self, inputs: HeadInputs, prediction: MaskPrediction) -> list[dict[str, Any]]:
-        """`word_points`: per generated token (end of sequence excluded) its text and
-        predicted point, (word, x, y) in pixels of the original image."""
-        locations = self.locate(inputs.states).cpu()
+    def _word_points(self, inputs: HeadInputs, locations: torch.Tensor) -> list[dict[str, Any]]:
+        """Per row, `word_points`: each token's text (end of sequence left out) and predicted
+        point, (word, x, y) in pixels of the original image."""
+        locations = locations.detach().cpu()
         tokenizer = self._tokenizer()
         skip = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+        images = _images(inputs)
         extras = []
         for row in range(inputs.token_ids.shape[0]):
-            height, width = inputs.images[row].original_size
+            height, width = images[row].original_size
             ids = inputs.token_ids[row].tolist()
             texts = token_texts(tokenizer, ids)
             words = [
@@ -334,6 +338,12 @@ def _ordered(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack(
         [xs.min(1).values, ys.min(1).values, xs.max(1).values, ys.max(1).values], dim=1
     )
+
+
+def _images(inputs: HeadInputs) -> Sequence[ImageInputs]:
+    if inputs.images is None or len(inputs.images) != inputs.token_ids.shape[0]:
+        raise ValueError("the PixelLLM head needs each row's image geometry (inputs.images)")
+    return inputs.images
 
 
 def _resized_wh(image: ImageInputs) -> tuple[float, float]:
