@@ -27,6 +27,7 @@ from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.tokens import LOCATION_TOKEN, SEG_TOKEN
 from pixelreason.train.losses import LossWeights, location_l1
+from pixelreason.train.recipe import load_recipe
 from pixelreason.viz import overlay
 
 WEIGHTS = LossWeights(point=2.0)
@@ -349,6 +350,12 @@ def test_a_few_steps_lower_every_loss_part() -> None:
     model = fresh_pixelllm()
     losses = fit(model, training_samples(), steps=25)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_pixelllm_recipe_parses_with_captions_and_point_loss() -> None:
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "pixelllm.yaml")
+    assert recipe.model["preset"] == "small-pixelllm"
+    assert recipe.train.loss.point > 0 and recipe.data.rates["caption"] > 0
 
 
 def test_trained_pixelllm_answers_points_and_masks_land(
