@@ -79,3 +79,14 @@ def test_combine_adds_refinement_only_when_weighted() -> None:
     plain = combine(text, bce, dice, LossWeights(), refine)
     weighted = combine(text, bce, dice, LossWeights(refine=2.0), refine)
     assert weighted.item() == pytest.approx(plain.item() + 2.0 * 0.2)
+
+
+def test_combine_weights_head_losses_by_name() -> None:
+    text, bce, dice = torch.tensor(1.0), torch.tensor([0.2]), torch.tensor([0.1])
+    head = {"point": torch.tensor(0.25)}
+    plain = combine(text, bce, dice, LossWeights(), None, head)  # point weight 0 by default
+    assert plain.item() == pytest.approx(combine(text, bce, dice, LossWeights()).item())
+    weighted = combine(text, bce, dice, LossWeights(point=4.0), None, head)
+    assert weighted.item() == pytest.approx(plain.item() + 1.0)
+    with pytest.raises(ValueError, match="no loss weight"):
+        combine(text, bce, dice, LossWeights(), None, {"colour": torch.tensor(1.0)})

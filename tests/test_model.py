@@ -15,6 +15,7 @@ from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.segmenter import WEIGHTS_NAME, PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.tokens import SEG_TOKEN
+from pixelreason.train.losses import LossWeights
 
 
 def _ask(model: PixelReasonModel, question: str):
@@ -128,18 +129,18 @@ def test_every_preset_builds_and_trains_one_step(name: str) -> None:
     torch.manual_seed(0)
     model = PixelReasonModel.from_config(preset(name))
     batch = model.collate(training_samples()[:2])
-    out = model(batch)
+    out = model(batch, LossWeights(point=1.0))
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.num_masks == 3
-    # The mask loss reaches the head (its first layer reading LLM states; SAM4MLLM's head reads
-    # none, its SAM decoder's mask token learns).
-    head = model.head
-    if hasattr(head, "projector"):
-        first = head.projector[0]
-    elif hasattr(head, "fuse"):
-        first = head.fuse[0]
-    else:
-        first = head.sam.sam.mask_decoder.mask_tokens
+    # The head's loss reaches its first layer reading LLM states (PixelLLM: the point loss,
+    # its SAM being prompted from the ground truth in training; SAM4MLLM's head reads none,
+    # its SAM decoder's mask token learns).
+    first = {
+        "lisa": lambda head: head.projector[0],
+        "pixellm": lambda head: head.fuse[0],
+        "pixelllm": lambda head: head.locator[0],
+        "sam4mllm": lambda head: head.sam.sam.mask_decoder.mask_tokens,
+    }[model.config.head](model.head)
     assert float(first.weight.grad.abs().sum()) > 0
 
 

@@ -9,9 +9,11 @@ import pytest
 import torch
 from conftest import fresh_tiny, training_samples
 
+from pixelreason.config import preset
 from pixelreason.data.schema import SegSample
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.train.lora import LoraSettings, apply_lora, has_lora, merge_lora
+from pixelreason.train.losses import LossWeights
 from pixelreason.train.trainer import CHECKPOINT_DIR, FINAL_DIR, TrainConfig, train
 
 SAMPLES = training_samples()
@@ -76,3 +78,12 @@ def test_lora_trains_lisa_set_and_merges_exactly() -> None:
         after = model(batch).loss
     assert not has_lora(model)
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_trainer_logs_a_head_loss_beside_the_shared_ones(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = PixelReasonModel.from_config(preset("tiny-pixelllm"))
+    config = _config(steps=2, save_every=2, loss=LossWeights(point=1.0))
+    result = train(model, sample, tmp_path, config)
+    rows = [h for h in result.history if "loss" in h]
+    assert len(rows) == 2 and all(h["point"] > 0 for h in rows)

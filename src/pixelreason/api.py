@@ -172,9 +172,19 @@ class Segmenter:
         self._image = rgb
         self._history = []
 
-    def segment(self, query: str, *, max_new_tokens: int | None = None) -> Result:
-        """Answer one question about the current image, outside any conversation."""
-        return self._ask([Turn(self._check(query))], max_new_tokens)
+    def segment(
+        self,
+        query: str,
+        *,
+        max_new_tokens: int | None = None,
+        location: Sequence[float] | np.ndarray | None = None,
+    ) -> Result:
+        """Answer one question about the current image, outside any conversation.
+
+        `location`: a box (x0, y0, x1, y1) or points ((x, y), ...) in pixels of the image,
+        for models that read a location prompt (PixelLLM: "What is in this box?").
+        """
+        return self._ask([Turn(self._check(query))], max_new_tokens, location)
 
     def chat(self, query: str, *, max_new_tokens: int | None = None) -> Result:
         """Answer the next turn of a conversation about the current image (kept in history)."""
@@ -190,11 +200,43 @@ class Segmenter:
     def _check(self, query: str) -> str:
         return check_query(self.model, query)
 
-    def _ask(self, turns: list[Turn], max_new_tokens: int | None) -> Result:
+    def _ask(
+        self,
+        turns: list[Turn],
+        max_new_tokens: int | None,
+        location: Sequence[float] | np.ndarray | None = None,
+    ) -> Result:
         if self._cache is None:
             raise InputError("no image set: call set_image() first")
-        answer = self.model.answer(self._cache, turns, max_new_tokens=max_new_tokens)
+        normalised = None
+        if location is not None:
+            height, width = self._cache.image.original_size
+            normalised = normalise_location(location, width, height)
+        answer = self.model.answer(
+            self._cache, turns, max_new_tokens=max_new_tokens, location=normalised
+        )
         return Result.from_answer(answer)
+
+
+def normalise_location(
+    location: Sequence[float] | np.ndarray, width: int, height: int
+) -> np.ndarray:
+    """A box (4,) or points (k, 2) in pixels -> fractions of the image size, checked."""
+    try:
+        values = np.asarray(location, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"a location must be numbers, got {location!r}") from exc
+    if values.shape == (4,):
+        scaled = values / np.array([width, height, width, height], dtype=np.float32)
+    elif values.ndim == 2 and values.shape[1] == 2 and len(values):
+        scaled = values / np.array([width, height], dtype=np.float32)
+    else:
+        raise InputError(f"a location is a box (4 numbers) or (x, y) points, got {values.shape}")
+    if not np.isfinite(scaled).all() or scaled.min() < 0 or scaled.max() > 1:
+        raise InputError(f"location {values.tolist()} lies outside the {width}x{height} image")
+    if values.shape == (4,) and (values[2] < values[0] or values[3] < values[1]):
+        raise InputError(f"box {values.tolist()} needs x0 <= x1 and y0 <= y1")
+    return scaled
 
 
 def save_result(
@@ -204,11 +246,18 @@ def save_result(
     *,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write mask_K.png per target, overlay.png and result.json; return their paths."""
+    """Write mask_K.png per target, overlay.png and result.json; return their paths.
+
+    With per-word points (PixelLLM's `extras["word_points"]`), the overlay shows each word at
+    its point and result.json lists them as [word, x, y] in pixels.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     data = {**(extra or {}), **result.to_dict()}
+    word_points = result.extras.get("word_points")
+    if word_points:
+        data["word_points"] = [list(entry) for entry in word_points]
     for index, mask in enumerate(result.masks):
         path = out / f"mask_{index}.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(path)
@@ -216,7 +265,9 @@ def save_result(
         written[f"mask_{index}"] = path
     labels = [f"target {k + 1} (score {s:.2f})" for k, s in enumerate(result.scores)]
     overlay_path = out / "overlay.png"
-    overlay(image, result.masks, labels, caption=result.text).save(overlay_path)
+    overlay(image, result.masks, labels, caption=result.text, word_points=word_points).save(
+        overlay_path
+    )
     written["overlay"] = overlay_path
     json_path = out / "result.json"
     atomic_write_bytes(json_path, (json.dumps(data, indent=2) + "\n").encode())
@@ -231,5 +282,6 @@ __all__ = [
     "boxes_from_masks",
     "check_query",
     "encode_image",
+    "normalise_location",
     "save_result",
 ]

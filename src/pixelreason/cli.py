@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="pixelreason-out",
         help="directory for masks, overlay and JSON (default: %(default)s)",
     )
+    seg.add_argument(
+        "--box",
+        default=None,
+        metavar="X0,Y0,X1,Y1",
+        help="a location prompt in pixels, for models that read one (pixelllm: "
+        '"What is in this box?"); default: none (the whole image)',
+    )
     _model_options(seg)
 
     chat = commands.add_parser(
@@ -229,11 +236,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     # Check the cheap inputs before loading the model.
     query = validate_query(args.query)
+    box = _parse_box(args.box)
     image = load_image(args.image)
     segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
     _note_model(segmenter.description)
     segmenter.set_image(image)
-    result = segmenter.segment(query, max_new_tokens=args.max_new_tokens)
+    result = segmenter.segment(query, max_new_tokens=args.max_new_tokens, location=box)
     written = save_result(
         result,
         image,
@@ -246,6 +254,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
         f"to {Path(args.out)}"
     )
     return 0
+
+
+def _parse_box(text: str | None) -> list[float] | None:
+    from pixelreason.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise InputError(f"--box needs four comma-separated numbers X0,Y0,X1,Y1, got {text!r}")
+    return box
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -265,6 +265,23 @@ def small_pixellm() -> ModelConfig:
     return config
 
 
+def tiny_pixelllm() -> ModelConfig:
+    """`tiny`'s backbone and SAM with PixelLLM's per-word location head (tests)."""
+    config = tiny()
+    config.head, config.preset = "pixelllm", "tiny-pixelllm"
+    config.head_args = {"channels": 32, "location_tokens": 2, "jitter": 0.1}
+    return config
+
+
+def small_pixelllm() -> ModelConfig:
+    """`small`'s backbone and SAM (from scratch) with PixelLLM's head: a location MLP beside
+    the vocabulary head, a 64-wide location prompt encoder giving 2 placeholder embeddings."""
+    config = small()
+    config.head, config.preset = "pixelllm", "small-pixelllm"
+    config.head_args = {"channels": 64, "location_tokens": 2, "jitter": 0.1}
+    return config
+
+
 def tiny_sam4mllm() -> ModelConfig:
     """`tiny` with SAM4MLLM's head: SAM prompted by box + points the LLM writes as text."""
     config = tiny()
@@ -289,6 +306,8 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "small": small,
     "tiny-pixellm": tiny_pixellm,
     "small-pixellm": small_pixellm,
+    "tiny-pixelllm": tiny_pixelllm,
+    "small-pixelllm": small_pixelllm,
     "tiny-sam4mllm": tiny_sam4mllm,
     "small-sam4mllm": small_sam4mllm,
 }

@@ -94,6 +94,7 @@ class Preprocessor:
         num_image_tokens: int,
         system_prompt: str = "",
         target_text: str = SEG_TOKEN,
+        prompt_token_ids: Sequence[int] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.backbone_processor = backbone_processor
@@ -103,6 +104,9 @@ class Preprocessor:
         self.system_prompt = system_prompt
         #: What one target marker (`<SEG>` in data) becomes in the token stream of this model.
         self.target_text = target_text
+        #: Ids written right after the image features (a head's `prompt_tokens`, e.g.
+        #: PixelLLM's location placeholders); empty for most heads.
+        self.prompt_token_ids = tuple(int(i) for i in prompt_token_ids)
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs an end-of-sequence token")
 
@@ -145,7 +149,8 @@ class Preprocessor:
         """Tokenize a conversation; answers get labels, `<image>` expands to the feature count.
 
         Each piece is tokenized on its own so label boundaries are exact, and the single image
-        placeholder is found by id and replaced by `num_image_tokens` copies of it.
+        placeholder is found by id and replaced by `num_image_tokens` copies of it, followed by
+        the head's `prompt_token_ids` (unsupervised).
         """
         ids: list[int] = []
         labels: list[int] = []
@@ -173,8 +178,13 @@ class Preprocessor:
             )
         if image:
             at = int(placeholders[0])
-            repeat = torch.full((self.num_image_tokens,), self.image_token_id, dtype=torch.long)
-            ignore = torch.full((self.num_image_tokens,), IGNORE_INDEX, dtype=torch.long)
+            repeat = torch.cat(
+                [
+                    torch.full((self.num_image_tokens,), self.image_token_id, dtype=torch.long),
+                    torch.tensor(self.prompt_token_ids, dtype=torch.long),
+                ]
+            )
+            ignore = torch.full((len(repeat),), IGNORE_INDEX, dtype=torch.long)
             input_ids = torch.cat([input_ids[:at], repeat, input_ids[at + 1 :]])
             label_ids = torch.cat([label_ids[:at], ignore, label_ids[at + 1 :]])
         return EncodedText(input_ids=input_ids, labels=label_ids)

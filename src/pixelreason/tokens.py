@@ -6,6 +6,8 @@ from transformers import PreTrainedTokenizerBase
 
 IMAGE_TOKEN = "<image>"
 SEG_TOKEN = "<SEG>"
+#: PixelLLM's location-prompt placeholder: its embedding is the encoded box or points.
+LOCATION_TOKEN = "<LOC>"
 
 
 def add_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""Pictures of results: mask overlays with a legend."""
+"""Pictures of results: mask overlays with a legend, and words drawn at their points."""
 
 from __future__ import annotations
 
@@ -33,11 +33,13 @@ def overlay(
     *,
     alpha: float = 0.5,
     caption: str | None = None,
+    word_points: Sequence[tuple[str, float, float]] | None = None,
 ) -> Image.Image:
     """Draw each mask (N, H, W bool) in its own colour with an outline, plus a legend.
 
     The legend lists `labels` (default "target k") by colour; `caption` (e.g. the answer) is
-    written beneath the picture.
+    written beneath the picture. `word_points` (PixelLLM's per-word grounding: (word, x, y)
+    in pixels) puts each word as a small label with a dot at its point.
     """
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     out = base.copy()
@@ -47,8 +49,38 @@ def overlay(
         edge = mask & ~_erode(mask)
         out[edge] = colour(index)
     picture = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    if word_points:
+        draw_word_points(picture, word_points)
     labels = list(labels) if labels is not None else [f"target {k + 1}" for k in range(len(masks))]
     return _with_legend(picture, labels, caption)
+
+
+def draw_word_points(picture: Image.Image, word_points: Sequence[tuple[str, float, float]]) -> None:
+    """Draw each (word, x, y) in place: the word as a small white-on-dark label beside its
+    point, then a dot at every point on top. Punctuation is left out; a label that would cover
+    an earlier one moves down a line; labels stay inside the picture."""
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default()
+    shown = [(w, x, y) for w, x, y in word_points if any(c.isalnum() for c in w)]
+    taken: list[tuple[int, int, int, int]] = []
+    for word, x, y in shown:
+        left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
+        width, height = right - left + 2, bottom - top + 2
+        lx = int(min(max(x + 4, 0), max(picture.width - width, 0)))
+        ly = int(min(max(y - height // 2, 0), max(picture.height - height, 0)))
+        for _ in range(8):
+            if not any(_overlap((lx, ly, lx + width, ly + height), box) for box in taken):
+                break
+            ly = min(ly + height, max(picture.height - height, 0))
+        taken.append((lx, ly, lx + width, ly + height))
+        draw.rectangle(taken[-1], fill=(20, 20, 20))
+        draw.text((lx + 1 - left, ly + 1 - top), word, fill=(255, 255, 255), font=font)
+    for _, x, y in shown:
+        draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(255, 255, 255), outline=(0, 0, 0))
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:

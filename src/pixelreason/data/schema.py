@@ -19,8 +19,12 @@ class SegSample:
 
     masks: uint8 (H, W) arrays with 0 background, 1 target, 255 ignore, in the order the
     `<SEG>` tokens appear across the conversation's answers.
+    location: an optional location prompt in normalised image coordinates ([0, 1] of the
+    width and height): a box (4,) x0, y0, x1, y1 or points (k, 2) x, y. Only heads with
+    location placeholders read it (PixelLLM); others refuse such samples.
     """
 
     image: Image.Image
     turns: list[Turn]
     masks: list[np.ndarray] = field(default_factory=list)
+    location: np.ndarray | None = None

@@ -58,6 +58,8 @@ class Batch:
 
     input_ids, labels, attention_mask: (B, T); backbone_pixels (B, 3, S, S); head_pixels
     (B, 3, P, P) or None; images: per-item geometry; masks: per item (n_i, H_i, W_i) uint8.
+    targets: the head's per-token training targets (`MaskHead.token_targets`), (B, T, ...)
+    each, zero-padded; locations: per item its location prompt (see `SegSample`) or None.
     """
 
     input_ids: torch.Tensor
@@ -67,6 +69,8 @@ class Batch:
     head_pixels: torch.Tensor | None
     images: list[ImageInputs]
     masks: list[torch.Tensor]
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    locations: list[torch.Tensor | None] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -77,6 +81,8 @@ class Batch:
             head_pixels=None if self.head_pixels is None else self.head_pixels.to(device),
             images=self.images,
             masks=[m.to(device) for m in self.masks],
+            targets={k: v.to(device) for k, v in self.targets.items()},
+            locations=[None if v is None else v.to(device) for v in self.locations],
         )
 
 
@@ -90,6 +96,8 @@ class LossOutput:
     dice: float
     num_masks: int
     refine: float = 0.0
+    #: The head's own loss terms (`MaskPrediction.losses`), e.g. PixelLLM's "point".
+    head: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -289,8 +297,18 @@ class PixelReasonModel(nn.Module):
 
     def collate(self, samples: Sequence[SegSample]) -> Batch:
         """Tokenize and preprocess samples into a right-padded batch, checking mask counts."""
-        encoded, images, masks = [], [], []
+        encoded, images, masks, targets, locations = [], [], [], [], []
         for index, sample in enumerate(samples):
+            if sample.location is not None and not self.head.prompt_tokens:
+                raise InputError(
+                    f"sample {index} has a location prompt, which the {self.config.head} "
+                    "head cannot read"
+                )
+            locations.append(
+                None
+                if sample.location is None
+                else torch.as_tensor(np.asarray(sample.location, dtype=np.float32))
+            )
             image = self.preprocessor.prepare_image(sample.image)
             for mask in sample.masks:
                 if mask.shape != image.original_size:
@@ -313,6 +331,7 @@ class PixelReasonModel(nn.Module):
                 else np.zeros((0, *image.original_size), dtype=np.uint8)
             )
             masks.append(torch.from_numpy(stacked.astype(np.uint8)))
+            targets.append(self.head.token_targets(text.labels, sample.masks))
         length = max(len(e.input_ids) for e in encoded)
         pad = self.preprocessor.tokenizer.pad_token_id
         input_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
@@ -334,6 +353,8 @@ class PixelReasonModel(nn.Module):
             head_pixels=head_pixels,
             images=images,
             masks=masks,
+            targets={key: _pad_rows([t[key] for t in targets], length) for key in targets[0]},
+            locations=locations,
         )
 
     def teacher_forced(self, batch: Batch) -> tuple[BackboneOutput, MaskPrediction]:
@@ -343,6 +364,9 @@ class PixelReasonModel(nn.Module):
             batch.backbone_pixels, self.head.vision_layers
         )
         embeds = self.backbone.embed(batch.input_ids, features)
+        embeds = self.head.embed_prompt(
+            batch.input_ids, embeds, features, batch.locations or [None] * len(batch.images)
+        )
         # Batches are right-padded, so causal attention alone never lets a real token see padding.
         out = self.backbone(embeds, None)
         context = self.head.encode_image(batch.head_pixels, features, layers)
@@ -353,13 +377,15 @@ class PixelReasonModel(nn.Module):
                 states=out.hidden[:, :-1],
                 valid=batch.labels[:, 1:] != IGNORE_INDEX,
                 context=context,
+                targets={key: value[:, 1:] for key, value in batch.targets.items()},
                 images=batch.images,
             )
         )
         return out, prediction
 
     def forward(self, batch: Batch, weights: LossWeights | None = None) -> LossOutput:
-        """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask."""
+        """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask, plus
+        the head's own terms (`MaskPrediction.losses`)."""
         weights = weights or LossWeights()
         out, prediction = self.teacher_forced(batch)
         bces, dices, overlaps = [], [], []
@@ -377,12 +403,13 @@ class PixelReasonModel(nn.Module):
         refine = torch.stack(overlaps) if overlaps else out.logits.new_zeros(0)
         text = text_loss(out.logits, batch.labels)
         return LossOutput(
-            loss=combine(text, bce, dice, weights, refine),
+            loss=combine(text, bce, dice, weights, refine, prediction.losses),
             text=float(text.detach()),
             bce=float(bce.detach().mean()) if bce.numel() else 0.0,
             dice=float(dice.detach().mean()) if dice.numel() else 0.0,
             num_masks=int(bce.numel()),
             refine=float(refine.detach().mean()) if refine.numel() else 0.0,
+            head={k: float(v.detach()) for k, v in prediction.losses.items()},
         )
 
     # -- inference ----------------------------------------------------------------------------
@@ -405,14 +432,19 @@ class PixelReasonModel(nn.Module):
         max_new_tokens: int | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
+        location: torch.Tensor | np.ndarray | None = None,
     ) -> Answer:
-        """Generate the answer to the last turn and one mask per target it names."""
+        """Generate the answer to the last turn and one mask per target it names.
+
+        `location`: a location prompt for heads that read one (see `SegSample.location`).
+        """
         return self.answer_batch(
             [cache],
             [turns],
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             temperature=temperature,
+            locations=[location],
         )[0]
 
     @torch.no_grad()
@@ -424,6 +456,7 @@ class PixelReasonModel(nn.Module):
         max_new_tokens: int | None = None,
         do_sample: bool = False,
         temperature: float = 1.0,
+        locations: Sequence[torch.Tensor | np.ndarray | None] | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
 
@@ -435,6 +468,15 @@ class PixelReasonModel(nn.Module):
             raise ValueError(f"{len(caches)} images for {len(turns_list)} conversations")
         if not caches:
             return []
+        locations = list(locations) if locations is not None else [None] * len(caches)
+        if len(locations) != len(caches):
+            raise ValueError(f"{len(locations)} locations for {len(caches)} conversations")
+        if any(v is not None for v in locations) and not self.head.prompt_tokens:
+            raise InputError(f"the {self.config.head} head cannot read a location prompt")
+        locations = [
+            None if v is None else torch.as_tensor(v, dtype=torch.float32, device=self.device)
+            for v in locations
+        ]
         prompts = [self.preprocessor.encode(turns, image=True).input_ids for turns in turns_list]
         tokenizer = self.preprocessor.tokenizer
         length = max(len(p) for p in prompts)
@@ -444,7 +486,9 @@ class PixelReasonModel(nn.Module):
             input_ids[row, length - len(prompt) :] = prompt
             attention[row, length - len(prompt) :] = 1
         features = torch.cat([cache.features for cache in caches])
-        embeds = self.backbone.embed(input_ids.to(self.device), features)
+        input_ids = input_ids.to(self.device)
+        embeds = self.backbone.embed(input_ids, features)
+        embeds = self.head.embed_prompt(input_ids, embeds, features, locations)
         generations = self.backbone.generate_batch(
             embeds,
             attention,
@@ -513,7 +557,16 @@ def _make_preprocessor(
         num_image_tokens=backbone.num_image_tokens,
         system_prompt=config.system_prompt,
         target_text=head.target_text,
+        prompt_token_ids=[token_id(tokenizer, t) for t in head.prompt_tokens],
     )
+
+
+def _pad_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Stack per-sample (T_i, ...) tensors into (B, length, ...), zero-padded at the end."""
+    out = rows[0].new_zeros((len(rows), length, *rows[0].shape[1:]))
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
 
 
 def _tied_keys(model: nn.Module) -> set[str]:

@@ -284,7 +284,13 @@ def _body(reply: Reply, with_overlay: bool) -> dict[str, Any]:
 
 def _overlay_png(result: Result, image: Image.Image) -> str:
     labels = [f"target {k + 1} (score {s:.2f})" for k, s in enumerate(result.scores)]
-    picture = draw_overlay(image, result.masks, labels, caption=result.text)
+    picture = draw_overlay(
+        image,
+        result.masks,
+        labels,
+        caption=result.text,
+        word_points=result.extras.get("word_points"),
+    )
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()

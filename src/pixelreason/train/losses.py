@@ -1,4 +1,4 @@
-"""Training losses as pure functions (LISA: text CE + mask BCE + DICE)."""
+"""Training losses as pure functions (LISA: text CE + mask BCE + DICE; PixelLLM: + point L1)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,19 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class LossWeights:
-    """L = text * CE + mask * (bce * BCE + dice * DICE) + refine * REFINE; defaults are LISA's
-    (PixelLM adds its target refinement loss with `refine` > 0)."""
+    """L = text * CE + mask * (bce * BCE + dice * DICE) + refine * REFINE + point * POINT;
+    defaults are LISA's (PixelLM adds its target refinement loss with `refine` > 0, PixelLLM
+    its per-word location L1 with `point` > 0).
+
+    A head's own terms (`MaskPrediction.losses`) are weighted by the field of the same name.
+    """
 
     text: float = 1.0
     mask: float = 1.0
     bce: float = 2.0
     dice: float = 0.5
     refine: float = 0.0
+    point: float = 0.0
 
 
 def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -75,18 +80,39 @@ def target_overlap(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (excess * valid).sum() / valid.sum().clamp(min=1.0)
 
 
+def location_l1(
+    predicted: torch.Tensor, target: torch.Tensor, located: torch.Tensor
+) -> torch.Tensor:
+    """Mean L1 between predicted and target coordinates over the located tokens only.
+
+    predicted, target (..., C); located (...) bool. Returns 0 (with a graph) when no token
+    has a target, so batches without targets train the rest unchanged.
+    """
+    if not bool(located.any()):
+        return predicted.sum() * 0.0
+    return (predicted.float() - target.float()).abs()[located].mean()
+
+
 def combine(
     text: torch.Tensor,
     bce: torch.Tensor,
     dice: torch.Tensor,
     weights: LossWeights,
     refine: torch.Tensor | None = None,
+    head_losses: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Total loss from the text CE (scalar), per-mask BCE and DICE (N,), averaged over masks,
-    and the per-image target refinement terms (M,), averaged over images."""
+    the per-image target refinement terms (M,), averaged over images, and a head's own scalar
+    terms, each weighted by the `weights` field of its name."""
     total = weights.text * text
     if bce.numel():
         total = total + weights.mask * (weights.bce * bce.mean() + weights.dice * dice.mean())
     if refine is not None and refine.numel() and weights.refine:
         total = total + weights.refine * refine.mean()
+    for name, value in (head_losses or {}).items():
+        if not hasattr(weights, name):
+            raise ValueError(f"no loss weight named {name!r} for the head's loss")
+        weight = getattr(weights, name)
+        if weight:
+            total = total + weight * value
     return total

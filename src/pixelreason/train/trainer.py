@@ -126,6 +126,9 @@ def train(
             for key in parts:
                 value = float(output.loss.detach()) if key == "loss" else getattr(output, key)
                 parts[key] += value / config.grad_accum
+            # The head's own terms (PixelLLM's "point") are logged beside the shared ones.
+            for key, value in output.head.items():
+                parts[key] = parts.get(key, 0.0) + value / config.grad_accum
         if config.clip_grad > 0:
             accelerator.clip_grad_norm_(trainable, config.clip_grad)
         optimizer.step()
@@ -234,8 +237,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     columns = 2 if val_keys else 1
     figure, axes = plt.subplots(1, columns, figsize=(6 * columns, 4), squeeze=False)
     steps = [h["step"] for h in train_rows]
-    for key in ("loss", "text", "bce", "dice"):
-        values = [h[key] for h in train_rows]
+    for key in ("loss", "text", "bce", "dice", "point"):
+        values = [h.get(key, 0.0) for h in train_rows]
         if any(math.isfinite(v) and v > 0 for v in values):
             axes[0][0].plot(steps, values, label=key)
     axes[0][0].set_yscale("log")

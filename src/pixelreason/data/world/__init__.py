@@ -1,10 +1,12 @@
 """ReasonWorld: a procedural, seeded world of reasoning-segmentation samples.
 
 Scenes of drawn objects (categories.py, scene.py), unambiguous queries with answers
-(queries.py), samples and splits with a zero-shot fact hold-out (samples.py), export to the
-ReasonSeg format (export.py) and previews (preview.py).
+(queries.py), samples and splits with a zero-shot fact hold-out (samples.py), location-
+conditioned captions for PixelLLM (captions.py), export to the ReasonSeg format (export.py)
+and previews (preview.py).
 """
 
+from pixelreason.data.world.captions import caption_sample
 from pixelreason.data.world.categories import CATEGORIES, FACTS, Category, Fact
 from pixelreason.data.world.queries import KINDS, SEG, Query, generate_query
 from pixelreason.data.world.samples import (
@@ -32,6 +34,7 @@ __all__ = [
     "SceneObject",
     "TextQA",
     "WorldSample",
+    "caption_sample",
     "generate_query",
     "generate_sample",
     "generate_scene",

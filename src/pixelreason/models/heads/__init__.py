@@ -6,6 +6,7 @@ from typing import Any
 
 from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
 from pixelreason.models.heads.lisa import LisaHead
+from pixelreason.models.heads.pixelllm import PixelLLMHead
 from pixelreason.models.heads.pixellm import PixelLMHead
 from pixelreason.models.heads.sam4mllm import Sam4MLLMHead
 from pixelreason.models.sam import SamDecoder
@@ -14,6 +15,7 @@ from pixelreason.models.sam import SamDecoder
 HEADS: dict[str, type[MaskHead]] = {
     LisaHead.name: LisaHead,
     PixelLMHead.name: PixelLMHead,
+    PixelLLMHead.name: PixelLLMHead,
     Sam4MLLMHead.name: Sam4MLLMHead,
 }
 
@@ -23,6 +25,7 @@ __all__ = [
     "LisaHead",
     "MaskHead",
     "MaskPrediction",
+    "PixelLLMHead",
     "PixelLMHead",
     "Sam4MLLMHead",
     "build_head",

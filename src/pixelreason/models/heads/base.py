@@ -5,15 +5,23 @@ forced in training, generated at inference), the last-layer state that predicted
 and the image context the head computed once per image. It returns one mask per target. LISA
 reads states at `<SEG>`; other heads (PixelLM's codebook, SAM4MLLM's text prompts, PixelLLM's
 per-word points) read what they need from the same inputs, so the backbone never changes.
+
+Optional hooks, all no-ops here, let a head do more without the model knowing what it is:
+`prepare_sample`, `follow_up` and `display_text` (SAM4MLLM's text prompts and PQPP),
+`prompt_tokens` + `embed_prompt` (placeholders in the prompt whose embeddings the head sets,
+e.g. PixelLLM's location prompt) and `token_targets` (per-token training targets made at
+collate time; the head turns them into `MaskPrediction.losses`). Head-specific results of a
+generated answer travel in `MaskPrediction.extras` (e.g. PixelLLM's per-word points).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -29,7 +37,9 @@ class HeadInputs:
 
     `valid` (B, L) marks real (non-padding) positions; `context` is what `encode_image`
     returned for the B images of the batch; `images` their geometry (original size, size in
-    the head's input), for heads whose prompts are image coordinates (SAM4MLLM).
+    the head's input), for heads whose prompts are image coordinates (SAM4MLLM, PixelLLM).
+    `targets` are the head's own `token_targets` aligned with token_ids ((B, L, ...) each),
+    given only when training (teacher forcing).
     """
 
     token_ids: torch.Tensor
@@ -37,16 +47,21 @@ class HeadInputs:
     valid: torch.Tensor
     context: Any
     images: Sequence[ImageInputs] | None = None
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
 class MaskPrediction:
     """Per batch item: mask logits (n_i, h, w) in the head's input frame and scores (n_i,);
-    `extras`, if given, a JSON-ready dict per item that answers carry (e.g. parsed prompts)."""
+    `extras`, if given, a JSON-ready dict per item that answers carry (e.g. parsed prompts,
+    PixelLLM's per-word points). `losses` are the head's own training terms (scalars) computed
+    from `HeadInputs.targets`; each is weighted by the `LossWeights` field of the same name.
+    """
 
     logits: list[torch.Tensor]
     scores: list[torch.Tensor]
     extras: list[dict[str, Any]] | None = None
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class MaskHead(nn.Module, ABC):
@@ -133,3 +148,37 @@ class MaskHead(nn.Module, ABC):
     def count_targets(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Number of masks this head will produce for each row of token_ids (B, L) -> (B,)."""
         raise NotImplementedError
+
+    # -- optional hooks (no-ops by default) ---------------------------------------------------
+    @property
+    def prompt_tokens(self) -> tuple[str, ...]:
+        """Placeholder tokens written right after the image features in every prompt; their
+        embeddings are replaced by `embed_prompt`. None by default."""
+        return ()
+
+    def embed_prompt(
+        self,
+        input_ids: torch.Tensor,
+        embeds: torch.Tensor,
+        image_features: torch.Tensor,
+        locations: Sequence[torch.Tensor | None],
+    ) -> torch.Tensor:
+        """Set the embeddings of this head's `prompt_tokens` before the LLM reads them.
+
+        input_ids (B, T), embeds (B, T, D) (image features already in place), image_features
+        (B, N, D); locations: per row a location prompt in normalised image coordinates (a box
+        (4,) or points (k, 2)) or None. Returns embeds (B, T, D); by default unchanged.
+        """
+        return embeds
+
+    def token_targets(
+        self, labels: torch.Tensor, masks: Sequence[np.ndarray]
+    ) -> dict[str, torch.Tensor]:
+        """Per-token training targets for one sample, made when a batch is collated.
+
+        labels (T,): the sample's token ids on answers, IGNORE_INDEX elsewhere; masks: its
+        uint8 (H, W) target masks in order. Each returned tensor has T rows; the batch pads
+        them with zeros (so a boolean "has a target" entry reads False on padding) and hands
+        them to `forward` as `HeadInputs.targets`, shifted like the token ids. None by default.
+        """
+        return {}
