@@ -329,7 +329,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split_dir = Path(args.data_dir) / args.split
     if not split_dir.is_dir():
         raise InputError(f"split folder not found: {split_dir}")
-    segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
     _note_model(segmenter.description)
     try:
         items = list(items_from_reasonseg(split_dir, args.limit))

@@ -20,9 +20,27 @@ class SamDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict | SamConfig) -> SamDecoder:
+        """A randomly initialised SAM (training from scratch)."""
         if isinstance(config, dict):
             config = SamConfig.from_dict(config)
         return cls(SamModel(config))
+
+    def redraw_position_features(self, std: float = 1.0) -> None:
+        """Give a from-scratch SAM the random Fourier position features of SAM's own init;
+        heads that prompt SAM with points and boxes (PixelLLM, SAM4MLLM) call this.
+
+        transformers draws them with std hidden_size / 2 (16 for `tiny`, 48 for `small`),
+        harmless when pretrained weights replace them; from scratch, such frequencies alias on
+        our 8-16 cell embedding grids, so a prompt's position hardly matches the image's and
+        SAM learns to follow prompts slowly (tiny model, 100 steps on the test scene: mask IoU
+        0.94 / 0.58 with the default, 0.995 / 0.997 with std 1). The one tensor is shared by
+        the prompt encoder and the image-wide position embedding; it is saved with the
+        weights, so loading a checkpoint restores whatever it was trained with. The LISA head,
+        whose prompts are LLM states, keeps transformers' draw: with std 1 the trained test
+        fixture's masks got worse (IoU 0.09 instead of > 0.5 after the same steps).
+        """
+        with torch.no_grad():
+            self.sam.shared_image_embedding.positional_embedding.normal_(0.0, std)
 
     @property
     def prompt_dim(self) -> int:

@@ -114,6 +114,7 @@ class Sam4MLLMHead(MaskHead):
             if sam_config is None:
                 raise ValueError("the SAM4MLLM head needs a SAM config")
             sam = SamDecoder.from_config(sam_config)
+            sam.redraw_position_features()  # prompted by points and boxes
         return cls(sam, settings)
 
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
