@@ -24,7 +24,7 @@ examples:
   pixelreason segment photo.jpg "the mug left of the plant" --model path/to/model_dir
   pixelreason serve --port 8000        # web page and HTTP API on http://127.0.0.1:8000/
 
-models: "default" (bundled), "random:tiny" / "random:small" (untrained presets), or a
+models: "default" and "default-pixellm" (bundled), "random:PRESET" (untrained), or a
 directory written by save_pretrained / `pixelreason train`.
 Bad input exits with status 2 and a one-line message; set PIXELREASON_DEBUG=1 for tracebacks.
 """
