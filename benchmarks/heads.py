@@ -150,8 +150,10 @@ def main() -> int:
     except PixelReasonError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(items)} samples, ReasonWorld {args.split} split, torch threads "
-          f"{torch.get_num_threads()}\n")
+    print(
+        f"{len(items)} samples, ReasonWorld {args.split} split, torch threads "
+        f"{torch.get_num_threads()}\n"
+    )
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
