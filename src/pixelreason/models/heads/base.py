@@ -27,6 +27,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from pixelreason.data.schema import SegSample
+from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import ImageInputs
 from pixelreason.tokens import SEG_TOKEN
 
@@ -182,3 +183,36 @@ class MaskHead(nn.Module, ABC):
         them to `forward` as `HeadInputs.targets`, shifted like the token ids. None by default.
         """
         return {}
+
+
+class SamHead(MaskHead):
+    """A head whose masks come from its own SAM (LISA, SAM4MLLM, PixelLLM): the SAM encoder
+    gives the per-image context, and `sam_for` builds the SAM when none is loaded."""
+
+    uses_head_image: ClassVar[bool] = True
+    sam: SamDecoder
+
+    @classmethod
+    def sam_for(
+        cls, sam: SamDecoder | None, sam_config: dict[str, Any] | None, *, prompted: bool
+    ) -> SamDecoder:
+        """`sam` if given, else a from-scratch SAM of `sam_config`; `prompted` heads feed it
+        points and boxes, so they redraw its position features (see `SamDecoder`)."""
+        if sam is not None:
+            return sam
+        if sam_config is None:
+            raise ValueError(f"the {cls.name} head needs a SAM config")
+        sam = SamDecoder.from_config(sam_config)
+        if prompted:
+            sam.redraw_position_features()
+        return sam
+
+    def encode_image(
+        self,
+        head_pixels: torch.Tensor | None,
+        image_features: torch.Tensor,
+        vision_states: list[torch.Tensor],
+    ) -> torch.Tensor:
+        if head_pixels is None:
+            raise ValueError(f"the {self.name} head needs SAM pixels")
+        return self.sam.encode_image(head_pixels)

@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
+from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead
 from pixelreason.models.sam import SamDecoder
 from pixelreason.tokens import SEG_TOKEN
 
 
-class LisaHead(MaskHead):
+class LisaHead(SamHead):
     """γ: hidden -> hidden -> prompt_dim MLP (LISA's [4096, 4096, 256]) into SAM's decoder.
 
     Each `<SEG>` in the text yields one mask: its predicting state h_seg becomes the single
@@ -21,7 +21,6 @@ class LisaHead(MaskHead):
 
     name: ClassVar[str] = "lisa"
     special_tokens: ClassVar[tuple[str, ...]] = (SEG_TOKEN,)
-    uses_head_image: ClassVar[bool] = True
 
     def __init__(self, hidden_size: int, sam: SamDecoder) -> None:
         super().__init__()
@@ -43,21 +42,7 @@ class LisaHead(MaskHead):
     ) -> LisaHead:
         if args:
             raise ValueError(f"the LISA head takes no options, got {sorted(args)}")
-        if sam is None:
-            if sam_config is None:
-                raise ValueError("the LISA head needs a SAM config")
-            sam = SamDecoder.from_config(sam_config)
-        return cls(backbone.hidden_size, sam)
-
-    def encode_image(
-        self,
-        head_pixels: torch.Tensor | None,
-        image_features: torch.Tensor,
-        vision_states: list[torch.Tensor],
-    ) -> torch.Tensor:
-        if head_pixels is None:
-            raise ValueError("the LISA head needs SAM pixels")
-        return self.sam.encode_image(head_pixels)
+        return cls(backbone.hidden_size, cls.sam_for(sam, sam_config, prompted=False))
 
     def count_targets(self, token_ids: torch.Tensor) -> torch.Tensor:
         return (token_ids == self.token_ids[SEG_TOKEN]).sum(dim=-1)

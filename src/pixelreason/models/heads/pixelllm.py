@@ -30,7 +30,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from pixelreason.grounding import mask_location, name_owners, token_texts
-from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
+from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead
 from pixelreason.models.location import WHOLE_IMAGE, LocationEncoder, check_location
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import IGNORE_INDEX, ImageInputs
@@ -65,12 +65,11 @@ class PixelLLMSettings:
         return settings
 
 
-class PixelLLMHead(MaskHead):
+class PixelLLMHead(SamHead):
     """Per-token locations (MLP) + location prompt encoder + SAM prompted by point and box."""
 
     name: ClassVar[str] = "pixelllm"
     special_tokens: ClassVar[tuple[str, ...]] = (SEG_TOKEN, LOCATION_TOKEN)
-    uses_head_image: ClassVar[bool] = True
 
     def __init__(self, hidden_size: int, sam: SamDecoder, settings: PixelLLMSettings) -> None:
         super().__init__()
@@ -98,11 +97,7 @@ class PixelLLMHead(MaskHead):
         sam: SamDecoder | None = None,
     ) -> PixelLLMHead:
         settings = PixelLLMSettings.from_args(args)
-        if sam is None:
-            if sam_config is None:
-                raise ValueError("the PixelLLM head needs a SAM config")
-            sam = SamDecoder.from_config(sam_config)
-            sam.redraw_position_features()  # prompted by points and boxes
+        sam = cls.sam_for(sam, sam_config, prompted=True)
         return cls(backbone.hidden_size, sam, settings)
 
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -184,16 +179,6 @@ class PixelLLMHead(MaskHead):
         )
 
     # -- masks --------------------------------------------------------------------------------
-    def encode_image(
-        self,
-        head_pixels: torch.Tensor | None,
-        image_features: torch.Tensor,
-        vision_states: list[torch.Tensor],
-    ) -> torch.Tensor:
-        if head_pixels is None:
-            raise ValueError("the PixelLLM head needs SAM pixels")
-        return self.sam.encode_image(head_pixels)
-
     def count_targets(self, token_ids: torch.Tensor) -> torch.Tensor:
         return (token_ids == self.token_ids[SEG_TOKEN]).sum(dim=-1)
 

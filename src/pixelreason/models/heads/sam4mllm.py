@@ -30,7 +30,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from pixelreason.data.schema import IGNORE_VALUE, SegSample
-from pixelreason.models.heads.base import HeadInputs, MaskHead, MaskPrediction
+from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead
 from pixelreason.models.heads.ppg import PromptFrame, mask_value, select_point_group
 from pixelreason.models.heads.pqpp import pqpp_answer
 from pixelreason.models.heads.text_prompts import (
@@ -87,11 +87,10 @@ class Sam4MLLMSettings:
         return settings
 
 
-class Sam4MLLMHead(MaskHead):
+class Sam4MLLMHead(SamHead):
     """Text prompts -> SAM (box + points) on the cached image embedding, one mask per box."""
 
     name: ClassVar[str] = "sam4mllm"
-    uses_head_image: ClassVar[bool] = True
 
     def __init__(self, sam: SamDecoder, settings: Sam4MLLMSettings) -> None:
         super().__init__()
@@ -110,11 +109,7 @@ class Sam4MLLMHead(MaskHead):
         sam: SamDecoder | None = None,
     ) -> Sam4MLLMHead:
         settings = Sam4MLLMSettings.from_args(args)
-        if sam is None:
-            if sam_config is None:
-                raise ValueError("the SAM4MLLM head needs a SAM config")
-            sam = SamDecoder.from_config(sam_config)
-            sam.redraw_position_features()  # prompted by points and boxes
+        sam = cls.sam_for(sam, sam_config, prompted=True)
         return cls(sam, settings)
 
     def bind_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -137,16 +132,6 @@ class Sam4MLLMHead(MaskHead):
         #: Ids both PQPP answers start with, and the ids of the token that tells them apart.
         self.answer_prefix = tuple(int(i) for i in yes[:shared])
         self.answer_ids = (int(yes[shared]), int(no[shared]))
-
-    def encode_image(
-        self,
-        head_pixels: torch.Tensor | None,
-        image_features: torch.Tensor,
-        vision_states: list[torch.Tensor],
-    ) -> torch.Tensor:
-        if head_pixels is None:
-            raise ValueError("the SAM4MLLM head needs SAM pixels")
-        return self.sam.encode_image(head_pixels)
 
     # -- text ---------------------------------------------------------------------------------
     def texts(self, token_ids: torch.Tensor, valid: torch.Tensor) -> list[str]:
