@@ -356,3 +356,39 @@ def test_cli_segment_with_a_random_sam4mllm_model(example_png: Path, tmp_path: P
     data = json.loads((out / "result.json").read_text())
     assert data["query"] == ONE[0] and (out / "overlay.png").is_file()
     assert len(data["targets"]) == len(list(out.glob("mask_*.png")))
+
+
+def test_results_show_the_sam_prompt_behind_each_mask(
+    trained: PixelReasonModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pixelreason.api import save_result
+    from pixelreason.cli import _print_prompts
+    from pixelreason.viz import overlay
+
+    image, red, blue = scene()
+    segmenter = Segmenter(trained)
+    segmenter.set_image(image)
+    result = segmenter.segment(TWO[0])
+    targets = result.to_dict()["targets"]
+    assert len(targets) == 2
+    for target, truth in zip(targets, (red, blue), strict=True):
+        prompt = target["sam_prompt"]
+        assert prompt["text"].startswith("box(")
+        x0, y0, x1, y1 = prompt["box"]
+        assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+        # The learnt box covers most of its target.
+        ys, xs = np.nonzero(truth)
+        inside = (xs >= x0 - 1) & (xs < x1 + 1) & (ys >= y0 - 1) & (ys < y1 + 1)
+        assert inside.mean() > 0.8
+        assert all(0 <= x <= image.width and 0 <= y <= image.height for x, y, _ in prompt["points"])
+    save_result(result, image, tmp_path)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["targets"][1]["sam_prompt"] == targets[1]["sam_prompt"]
+    plain = overlay(image, result.masks, caption=result.text)
+    drawn = overlay(image, result.masks, caption=result.text, prompts=result.extras["sam_prompts"])
+    assert np.asarray(plain).shape == np.asarray(drawn).shape
+    assert (np.asarray(plain) != np.asarray(drawn)).any()
+    _print_prompts(result)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == ["target 1", "target 2"]
+    assert all("box(" in line and "px" in line for line in lines)

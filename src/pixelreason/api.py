@@ -74,7 +74,9 @@ class Result:
         return encoded
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: text, and per target its COCO RLE mask, box, area and score."""
+        """JSON-ready: text, and per target its COCO RLE mask, box, area and score; with a
+        SAM4MLLM model also the SAM prompt each mask came from (`sam_prompt`, in pixels)."""
+        prompts = self.extras.get("sam_prompts") or []
         return {
             "text": self.text,
             "targets": [
@@ -84,6 +86,7 @@ class Result:
                     "box_xyxy": [int(v) for v in self.boxes[index]],
                     "area": int(self.masks[index].sum()),
                     "mask_rle": rle,
+                    **({"sam_prompt": prompts[index]} if index < len(prompts) else {}),
                 }
                 for index, rle in enumerate(self.rles())
             ],
@@ -249,7 +252,8 @@ def save_result(
     """Write mask_K.png per target, overlay.png and result.json; return their paths.
 
     With per-word points (PixelLLM's `extras["word_points"]`), the overlay shows each word at
-    its point and result.json lists them as [word, x, y] in pixels.
+    its point and result.json lists them as [word, x, y] in pixels; with SAM prompts
+    (SAM4MLLM's `extras["sam_prompts"]`) it draws each target's box and points.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,9 +269,14 @@ def save_result(
         written[f"mask_{index}"] = path
     labels = [f"target {k + 1} (score {s:.2f})" for k, s in enumerate(result.scores)]
     overlay_path = out / "overlay.png"
-    overlay(image, result.masks, labels, caption=result.text, word_points=word_points).save(
-        overlay_path
-    )
+    overlay(
+        image,
+        result.masks,
+        labels,
+        caption=result.text,
+        word_points=word_points,
+        prompts=result.extras.get("sam_prompts"),
+    ).save(overlay_path)
     written["overlay"] = overlay_path
     json_path = out / "result.json"
     atomic_write_bytes(json_path, (json.dumps(data, indent=2) + "\n").encode())

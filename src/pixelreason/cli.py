@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pixelreason import __version__
 
@@ -249,11 +250,22 @@ def cmd_segment(args: argparse.Namespace) -> int:
         extra={"image": str(args.image), "query": query, "model": segmenter.description},
     )
     print(result.text)
+    _print_prompts(result)
     print(
         f"{len(result.masks)} target(s); wrote {', '.join(p.name for p in written.values())} "
         f"to {Path(args.out)}"
     )
     return 0
+
+
+def _print_prompts(result: Any) -> None:
+    """SAM4MLLM: the SAM prompt behind each mask, as written and in pixels."""
+    for index, prompt in enumerate(result.extras.get("sam_prompts") or []):
+        box = ", ".join(f"{v:.0f}" for v in prompt["box"])
+        points = " ".join(
+            f"{'in' if label else 'out'}({x:.0f},{y:.0f})" for x, y, label in prompt["points"]
+        )
+        print(f"  target {index + 1}: {prompt['text']}  ->  box({box}) {points} px".rstrip())
 
 
 def _parse_box(text: str | None) -> list[float] | None:
@@ -303,6 +315,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         turn += 1
         print(f"pixelreason> {result.text}  [{len(result.masks)} mask(s)]")
+        _print_prompts(result)
         if args.out:
             save_result(result, image, Path(args.out) / f"turn_{turn}", extra={"query": command})
 

@@ -10,6 +10,9 @@ from typing import Any
 
 from pixelreason.errors import CheckpointError
 
+#: Key of a SAM config (ours, not transformers') naming its image encoder (`models.sam`).
+ENCODER_KEY = "image_encoder"
+
 CONFIG_NAME = "pixelreason.json"
 FORMAT_VERSION = 1
 #: The bundled model `--model` defaults to.
@@ -43,6 +46,11 @@ class ModelConfig:
     #: Chat template pieces, LLaVA-1.5 style.
     system_prompt: str = ""
     max_new_tokens: int = 64
+    #: Classes of the auxiliary vision probes (`pixelreason.models.probe`), 0 for none.
+    probe_classes: int = 0
+    #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
+    #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
+    vision_stem: str = "patch"
     #: Preset this config came from (informational).
     preset: str | None = None
     format_version: int = FORMAT_VERSION
@@ -212,7 +220,24 @@ def tiny() -> ModelConfig:
 
 
 def small() -> ModelConfig:
-    """CPU-trainable model (about 10M parameters): 64 image tokens, 256-dim LLM, 128-px SAM."""
+    """CPU-trainable model (about 7M parameters): 64 image tokens, 256-dim LLM, 128-px SAM.
+
+    Built to learn from scratch: the vision tower has a conv stem, SAM a conv image encoder
+    (stride 4: a 32 x 32 embedding, 128 x 128 masks) in place of its ViT, and vision probes
+    over the 55 ReasonWorld categories (used only when a recipe weights the `probe` loss).
+    """
+    sam = _sam(
+        image_size=128,
+        patch_size=4,
+        encoder_hidden=32,  # SAM's ViT settings are unused: the conv encoder replaces it
+        encoder_layers=1,
+        encoder_heads=1,
+        window_size=0,
+        global_attn_indexes=[],
+        prompt_dim=96,
+        decoder_heads=4,
+    )
+    sam[ENCODER_KEY] = "conv"
     return ModelConfig(
         llava=_llava(
             vocab_size=0,
@@ -227,21 +252,13 @@ def small() -> ModelConfig:
             text_kv_heads=4,
             max_positions=1024,
         ),
-        sam=_sam(
-            image_size=128,
-            patch_size=8,
-            encoder_hidden=96,
-            encoder_layers=4,
-            encoder_heads=4,
-            window_size=8,
-            global_attn_indexes=[1, 3],
-            prompt_dim=96,
-            decoder_heads=4,
-        ),
+        sam=sam,
         head="lisa",
         backbone_image_size=128,
         sam_image_size=128,
         max_new_tokens=64,
+        probe_classes=56,
+        vision_stem="conv",
         preset="small",
     )
 

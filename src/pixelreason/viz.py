@@ -34,12 +34,15 @@ def overlay(
     alpha: float = 0.5,
     caption: str | None = None,
     word_points: Sequence[tuple[str, float, float]] | None = None,
+    prompts: Sequence[dict] | None = None,
 ) -> Image.Image:
     """Draw each mask (N, H, W bool) in its own colour with an outline, plus a legend.
 
     The legend lists `labels` (default "target k") by colour; `caption` (e.g. the answer) is
     written beneath the picture. `word_points` (PixelLLM's per-word grounding: (word, x, y)
-    in pixels) puts each word as a small label with a dot at its point.
+    in pixels) puts each word as a small label with a dot at its point. `prompts` (SAM4MLLM:
+    per mask {"box": [x0, y0, x1, y1], "points": [[x, y, label]]} in pixels) draws each box
+    in its mask's colour, inside points as filled dots and outside points as crosses.
     """
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     out = base.copy()
@@ -51,6 +54,8 @@ def overlay(
     picture = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     if word_points:
         draw_word_points(picture, word_points)
+    if prompts:
+        draw_prompts(picture, prompts)
     labels = list(labels) if labels is not None else [f"target {k + 1}" for k in range(len(masks))]
     return _with_legend(picture, labels, caption)
 
@@ -77,6 +82,25 @@ def draw_word_points(picture: Image.Image, word_points: Sequence[tuple[str, floa
         draw.text((lx + 1 - left, ly + 1 - top), word, fill=(255, 255, 255), font=font)
     for _, x, y in shown:
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(255, 255, 255), outline=(0, 0, 0))
+
+
+def draw_prompts(picture: Image.Image, prompts: Sequence[dict]) -> None:
+    """Draw SAM prompts in place: prompt k's box in `colour(k)`, its inside points as dots and
+    its outside points as crosses, outlined in black so they show on any background."""
+    draw = ImageDraw.Draw(picture)
+    for index, prompt in enumerate(prompts):
+        tint = colour(index)
+        x0, y0, x1, y1 = prompt["box"]
+        draw.rectangle((x0, y0, max(x1 - 1, x0), max(y1 - 1, y0)), outline=tint)
+        for x, y, label in prompt.get("points", []):
+            if label:
+                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=tint, outline=(0, 0, 0))
+            else:
+                for dx in (-1, 0, 1):  # a cross, thick enough to see
+                    draw.line((x - 3 + dx, y - 3, x + 3 + dx, y + 3), fill=(0, 0, 0))
+                    draw.line((x - 3 + dx, y + 3, x + 3 + dx, y - 3), fill=(0, 0, 0))
+                draw.line((x - 3, y - 3, x + 3, y + 3), fill=tint)
+                draw.line((x - 3, y + 3, x + 3, y - 3), fill=tint)
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:

@@ -65,6 +65,7 @@ def world_to_seg(sample: WorldSample) -> SegSample:
         image=sample.image,
         turns=[Turn(user, assistant) for user, assistant in sample.conversation],
         masks=[_uint8(m, ignore) for m in masks],
+        semantic=sample.semantic,
     )
 
 
@@ -109,13 +110,14 @@ class WorldMixture:
     def _semantic(self, rng: np.random.Generator) -> SegSample:
         """ "Segment the {class}": one binary mask, the union of the class's instances."""
         scene = generate_scene(rng, size=self.config.image_size)
+        semantic = scene.semantic_map()
         present = sorted({o.category.name for o in scene.objects})
         if rng.random() < self.config.absent_rate:
             absent = [c for c in CATEGORIES if c.name not in present]
             category = absent[int(rng.integers(len(absent)))]
             question = pick(rng, SEMANTIC_QUESTIONS).format(name=category.name)
             answer = pick(rng, ABSENT_ANSWERS).format(name=category.name)
-            return SegSample(scene.image, [Turn(question, answer)], [])
+            return SegSample(scene.image, [Turn(question, answer)], [], semantic=semantic)
         name = present[int(rng.integers(len(present)))]
         instances = [o for o in scene.objects if o.category.name == name]
         mask = np.logical_or.reduce([o.mask for o in instances])
@@ -125,11 +127,16 @@ class WorldMixture:
         else:
             question = pick(rng, SEMANTIC_QUESTIONS).format(name=name)
         return SegSample(
-            scene.image, [Turn(question, pick(rng, SEGMENT_ANSWERS))], [_uint8(mask, None)]
+            scene.image,
+            [Turn(question, pick(rng, SEGMENT_ANSWERS))],
+            [_uint8(mask, None)],
+            semantic=semantic,
         )
 
     def _text_qa(self, rng: np.random.Generator, index: int) -> SegSample:
         """Knowledge as text (LISA's VQA slot): the image is a scene the question ignores."""
         item = self.text_pool[index % len(self.text_pool)]
         scene = generate_scene(rng, size=self.config.image_size)
-        return SegSample(scene.image, [Turn(item.question, item.answer)], [])
+        return SegSample(
+            scene.image, [Turn(item.question, item.answer)], [], semantic=scene.semantic_map()
+        )

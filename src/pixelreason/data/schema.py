@@ -22,9 +22,13 @@ class SegSample:
     location: an optional location prompt in normalised image coordinates ([0, 1] of the
     width and height): a box (4,) x0, y0, x1, y1 or points (k, 2) x, y. Only heads with
     location placeholders read it (PixelLLM); others refuse such samples.
+    semantic: an optional (H, W) int16 class map of the whole image (0 background, c + 1 for
+    class c), which the auxiliary vision-probe loss reads (see `VisionProbe`); generated
+    data has one, real datasets need not.
     """
 
     image: Image.Image
     turns: list[Turn]
     masks: list[np.ndarray] = field(default_factory=list)
     location: np.ndarray | None = None
+    semantic: np.ndarray | None = None

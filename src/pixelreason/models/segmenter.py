@@ -23,8 +23,10 @@ from transformers import (
 from pixelreason.config import ModelConfig
 from pixelreason.data.schema import IGNORE_VALUE, SegSample
 from pixelreason.errors import CheckpointError, InputError
-from pixelreason.models.backbone import Backbone, BackboneOutput, Generation
+from pixelreason.models.backbone import Backbone, BackboneOutput, Generation, build_llava
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
+from pixelreason.models.heads.base import SamHead
+from pixelreason.models.probe import VisionProbe
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import (
     BACKBONE_PROCESSOR_DIR,
@@ -71,6 +73,8 @@ class Batch:
     masks: list[torch.Tensor]
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
     locations: list[torch.Tensor | None] = field(default_factory=list)
+    #: Per item its (H, W) class map (`SegSample.semantic`), when every sample has one.
+    semantic: list[torch.Tensor] | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -83,6 +87,7 @@ class Batch:
             masks=[m.to(device) for m in self.masks],
             targets={k: v.to(device) for k, v in self.targets.items()},
             locations=[None if v is None else v.to(device) for v in self.locations],
+            semantic=None if self.semantic is None else [s.to(device) for s in self.semantic],
         )
 
 
@@ -140,6 +145,13 @@ class PixelReasonModel(nn.Module):
         self.head = head
         self.preprocessor = preprocessor
         head.bind_tokenizer(preprocessor.tokenizer)
+        self.probe = None
+        if config.probe_classes:
+            self.probe = VisionProbe(
+                config.probe_classes,
+                backbone.hidden_size,
+                head.sam.prompt_dim if isinstance(head, SamHead) else None,
+            )
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -157,7 +169,7 @@ class PixelReasonModel(nn.Module):
         llava["text_config"] = {**llava["text_config"], "vocab_size": len(tokenizer)}
         llava["image_token_id"] = token_id(tokenizer, IMAGE_TOKEN)
         config.llava = LlavaConfig.from_dict(llava).to_dict()
-        backbone = Backbone(LlavaForConditionalGeneration(LlavaConfig.from_dict(config.llava)))
+        backbone = Backbone(build_llava(config.llava, config.vision_stem))
         head = build_head(config.head, backbone, config.sam, config.head_args)
         preprocessor = _make_preprocessor(
             config,
@@ -236,7 +248,7 @@ class PixelReasonModel(nn.Module):
                 f"cannot load tokenizer/processors from {directory}: {exc}"
             ) from exc
         try:
-            backbone = Backbone(LlavaForConditionalGeneration(LlavaConfig.from_dict(config.llava)))
+            backbone = Backbone(build_llava(config.llava, config.vision_stem))
             head = build_head(config.head, backbone, config.sam, config.head_args)
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"invalid model config in {directory}: {exc}") from exc
@@ -355,11 +367,24 @@ class PixelReasonModel(nn.Module):
             masks=masks,
             targets={key: _pad_rows([t[key] for t in targets], length) for key in targets[0]},
             locations=locations,
+            semantic=(
+                [torch.from_numpy(s.semantic.astype(np.int64)) for s in samples]
+                if all(s.semantic is not None for s in samples)
+                else None
+            ),
         )
 
     def teacher_forced(self, batch: Batch) -> tuple[BackboneOutput, MaskPrediction]:
         """One pass over given conversations: LM outputs and the head's masks for the
         targets the answers name (in the head's input frame)."""
+        out, prediction, _ = self._teacher_forced(batch)
+        return out, prediction
+
+    def _teacher_forced(
+        self, batch: Batch
+    ) -> tuple[BackboneOutput, MaskPrediction, torch.Tensor | None]:
+        """`teacher_forced`, plus the vision-probe loss when the model has probes and the
+        batch class maps (else None)."""
         features, layers = self.backbone.encode_image_layers(
             batch.backbone_pixels, self.head.vision_layers
         )
@@ -381,13 +406,20 @@ class PixelReasonModel(nn.Module):
                 images=batch.images,
             )
         )
-        return out, prediction
+        probe = None
+        if self.probe is not None and batch.semantic is not None:
+            head_size = self.config.sam_image_size or self.config.backbone_image_size
+            probe = self.probe.loss(features, context, batch.semantic, batch.images, head_size)
+        return out, prediction, probe
 
     def forward(self, batch: Batch, weights: LossWeights | None = None) -> LossOutput:
         """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask, plus
         the head's own terms (`MaskPrediction.losses`)."""
         weights = weights or LossWeights()
-        out, prediction = self.teacher_forced(batch)
+        out, prediction, probe = self._teacher_forced(batch)
+        losses = dict(prediction.losses)
+        if probe is not None:
+            losses["probe"] = probe
         bces, dices, overlaps = [], [], []
         for logits, image, target in zip(prediction.logits, batch.images, batch.masks, strict=True):
             if logits.shape[0] == 0:
@@ -403,13 +435,13 @@ class PixelReasonModel(nn.Module):
         refine = torch.stack(overlaps) if overlaps else out.logits.new_zeros(0)
         text = text_loss(out.logits, batch.labels)
         return LossOutput(
-            loss=combine(text, bce, dice, weights, refine, prediction.losses),
+            loss=combine(text, bce, dice, weights, refine, losses),
             text=float(text.detach()),
             bce=float(bce.detach().mean()) if bce.numel() else 0.0,
             dice=float(dice.detach().mean()) if dice.numel() else 0.0,
             num_masks=int(bce.numel()),
             refine=float(refine.detach().mean()) if refine.numel() else 0.0,
-            head={k: float(v.detach()) for k, v in prediction.losses.items()},
+            head={k: float(v.detach()) for k, v in losses.items()},
         )
 
     # -- inference ----------------------------------------------------------------------------

@@ -290,6 +290,7 @@ def _overlay_png(result: Result, image: Image.Image) -> str:
         labels,
         caption=result.text,
         word_points=result.extras.get("word_points"),
+        prompts=result.extras.get("sam_prompts"),
     )
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")

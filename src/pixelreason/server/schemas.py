@@ -18,12 +18,21 @@ class MaskRle(BaseModel):
     counts: str = Field(description="compressed RLE string")
 
 
+class SamPrompt(BaseModel):
+    text: str = Field(description="the prompt as the answer wrote it, on the 0-999 grid")
+    box: list[float] = Field(description="x0, y0, x1, y1 in pixels, far edges exclusive")
+    points: list[list[float]] = Field(description="[x, y, label] in pixels; label 1 = inside")
+
+
 class Target(BaseModel):
     index: int = Field(description="0-based, in the order the answer names the targets")
     score: float = Field(description="the mask decoder's predicted IoU, 0..1")
     box_xyxy: list[int] = Field(description="[x0, y0, x1, y1], x1/y1 exclusive")
     area: int = Field(description="mask pixels")
     mask_rle: MaskRle
+    sam_prompt: SamPrompt | None = Field(
+        None, description="SAM4MLLM models: the SAM prompt the answer wrote for this mask"
+    )
 
 
 class SegmentResponse(BaseModel):

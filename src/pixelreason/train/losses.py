@@ -25,6 +25,8 @@ class LossWeights:
     dice: float = 0.5
     refine: float = 0.0
     point: float = 0.0
+    #: Auxiliary vision probes (`pixelreason.models.probe`); 0 (off) in the papers' recipes.
+    probe: float = 0.0
 
 
 def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -85,9 +85,19 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def build_model(spec: dict[str, Any]) -> PixelReasonModel:
+    """The recipe's model: a preset (any other keys override its `ModelConfig` fields, e.g.
+    `vision_stem: patch`), a saved model to continue (`from`) or public components."""
     if "preset" in spec:
+        config = preset(spec["preset"])
+        overrides = {k: v for k, v in spec.items() if k not in ("preset", "seed")}
+        known = {f.name for f in fields(config)} - {"llava", "sam", "preset", "format_version"}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise InputError(f"model: unknown preset overrides {unknown}; known: {sorted(known)}")
+        for key, value in overrides.items():
+            setattr(config, key, value)
         torch.manual_seed(int(spec.get("seed", 0)))
-        return PixelReasonModel.from_config(preset(spec["preset"]))
+        return PixelReasonModel.from_config(config)
     if "from" in spec:
         return PixelReasonModel.from_pretrained(spec["from"])
     return PixelReasonModel.from_components(

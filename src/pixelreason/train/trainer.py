@@ -237,7 +237,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     columns = 2 if val_keys else 1
     figure, axes = plt.subplots(1, columns, figsize=(6 * columns, 4), squeeze=False)
     steps = [h["step"] for h in train_rows]
-    for key in ("loss", "text", "bce", "dice", "point"):
+    for key in ("loss", "text", "bce", "dice", "point", "probe"):
         values = [h.get(key, 0.0) for h in train_rows]
         if any(math.isfinite(v) and v > 0 for v in values):
             axes[0][0].plot(steps, values, label=key)

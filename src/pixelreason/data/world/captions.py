@@ -70,4 +70,5 @@ def caption_sample(rng: np.random.Generator, size: int = 128) -> SegSample:
         turns=[Turn(question, answer)],
         masks=[obj.mask.astype(np.uint8)],
         location=location.astype(np.float32),
+        semantic=scene.semantic_map(),
     )

@@ -86,6 +86,7 @@ class WorldSample:
         texts: 1-3 self-contained phrasings of the request (texts[0] is canonical).
         history_masks: per earlier turn, HxW bool masks of that turn's SEGs.
         ignore_mask: HxW bool pixels to leave out of evaluation, or None.
+        semantic: HxW int16 class map of the scene (`Scene.semantic_map`), for training.
     """
 
     id: str
@@ -99,6 +100,7 @@ class WorldSample:
     fact_ids: list[str] = field(default_factory=list)
     history_masks: list[list[np.ndarray]] = field(default_factory=list)
     ignore_mask: np.ndarray | None = None
+    semantic: np.ndarray | None = None
 
     @property
     def question(self) -> str:
@@ -128,6 +130,7 @@ def _to_sample(sample_id: str, scene: Scene, query: Query) -> WorldSample:
         texts=list(query.texts),
         fact_ids=list(query.fact_ids),
         history_masks=history,
+        semantic=scene.semantic_map(),
     )
 
 

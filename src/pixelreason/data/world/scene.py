@@ -62,6 +62,18 @@ class Scene:
     objects: list[SceneObject]
     size: int
 
+    def semantic_map(self) -> np.ndarray:
+        """(size, size) int16: 0 on background, 1 + the category's index in CATEGORIES on
+        each object's visible pixels."""
+        out = np.zeros((self.size, self.size), dtype=np.int16)
+        for obj in self.objects:
+            out[obj.mask] = CATEGORY_INDEX[obj.category.name] + 1
+        return out
+
+
+#: Category name -> index in CATEGORIES (the class ids of `Scene.semantic_map`, minus one).
+CATEGORY_INDEX = {category.name: index for index, category in enumerate(CATEGORIES)}
+
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     # Backgrounds stay in a mid range of brightness and saturation, so the saturated objects

@@ -297,7 +297,14 @@ class Sam4MLLMHead(SamHead):
         targets, rows, frames, extras = [], [], [], []
         for row, (ids, valid) in enumerate(zip(inputs.token_ids, inputs.valid, strict=True)):
             blocks = self.prompts(ids, valid)
-            extras.append({"prompts": [block.to_dict() for block in blocks]})
+            size = inputs.images[row].original_size
+            extras.append(
+                {
+                    "prompts": [block.to_dict() for block in blocks],
+                    # One per mask, in order: what SAM was given, in image pixels.
+                    "sam_prompts": [b.to_pixels(size) for b in blocks if b.has_box],
+                }
+            )
             frame = PromptFrame.of(inputs.images[row])
             for block in blocks:
                 if block.has_box:

@@ -69,6 +69,22 @@ class TextPrompt:
             return NO_OBJECT
         return format_prompt(self.box, self.points, self.labels)
 
+    def to_pixels(self, size: tuple[int, int]) -> dict[str, Any]:
+        """The prompt SAM gets, in pixels of an image of size (H, W): `box` [x0, y0, x1, y1]
+        (far edges exclusive) and `points` [x, y, label] at their cells' centres, plus the
+        text it came from. Only for blocks with a box."""
+        if self.box is None:
+            raise ValueError("a prompt without a box has no pixel form")
+        height, width = size
+        return {
+            "text": self.to_text(),
+            "box": [round(v, 2) for v in grid_box_to_pixels(self.box, size)],
+            "points": [
+                [round((x + 0.5) * width / GRID, 2), round((y + 0.5) * height / GRID, 2), label]
+                for (x, y), label in zip(self.points, self.labels, strict=True)
+            ],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for answer extras)."""
         return {

@@ -1,0 +1,76 @@
+"""Auxiliary dense supervision of the two image encoders ("vision probes").
+
+The papers start from CLIP and SAM pretrained on hundreds of millions of images; we train both
+encoders from scratch on a few thousand generated scenes, where the answer and mask losses
+alone teach them to see slowly. When a sample carries its scene's class map
+(`SegSample.semantic`), a linear classifier on each encoder's output grid predicts the share of
+every class in each cell: one on the projected image features the LLM reads, one on the mask
+head's image embedding (SAM heads). Its soft cross-entropy is the `probe` loss term (weight 0
+unless a recipe sets it); at inference the probes are not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixelreason.processing import ImageInputs
+
+
+class VisionProbe(nn.Module):
+    """Linear per-cell classifiers over `classes` classes (0 = background)."""
+
+    def __init__(self, classes: int, backbone_dim: int, head_dim: int | None) -> None:
+        super().__init__()
+        self.classes = classes
+        self.backbone = nn.Linear(backbone_dim, classes)
+        self.head = nn.Conv2d(head_dim, classes, 1) if head_dim else None
+
+    def loss(
+        self,
+        features: torch.Tensor,
+        context: object,
+        semantic: Sequence[torch.Tensor],
+        images: Sequence[ImageInputs],
+        head_size: int,
+    ) -> torch.Tensor:
+        """features (B, N, D): the LLM's image features, N = g * g (a leading class token, if
+        any, is skipped); context: the head's image context, probed if it is a (B, C, h, w)
+        map; semantic: per item (H, W) class ids; head_size: side of the head's padded input.
+        Returns the mean soft cross-entropy over all probed cells."""
+        grid = int(round((features.shape[1]) ** 0.5))
+        tokens = features[:, -grid * grid :]
+        one_hot = [
+            F.one_hot(s.long().clamp(0, self.classes - 1), self.classes).permute(2, 0, 1).float()
+            for s in semantic
+        ]
+        # The backbone sees the whole image resized to a square: pool each map to its grid.
+        target = torch.stack([F.adaptive_avg_pool2d(o, grid) for o in one_hot])
+        logits = self.backbone(tokens).transpose(1, 2).reshape(target.shape)
+        losses = [_soft_ce(logits, target, torch.ones_like(target[:, 0], dtype=torch.bool))]
+        if self.head is not None and isinstance(context, torch.Tensor) and context.dim() == 4:
+            side = context.shape[-1]
+            cells, valid = [], []
+            for o, image in zip(one_hot, images, strict=True):
+                # SAM's frame: resized to `head_resized_size`, padded bottom-right to head_size.
+                height, width = image.head_resized_size or o.shape[-2:]
+                resized = F.interpolate(o[None], (height, width), mode="area")[0]
+                padded = F.pad(resized, (0, head_size - width, 0, head_size - height))
+                pooled = F.adaptive_avg_pool2d(padded, side)
+                cells.append(pooled)
+                valid.append(pooled.sum(0) > 0.5)
+            target = torch.stack(cells)
+            logits = self.head(context)
+            losses.append(_soft_ce(logits, target, torch.stack(valid)))
+        return torch.stack(losses).mean()
+
+
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits (B, C, h, w) against class shares target (B, C, h, w) over the
+    valid cells (B, h, w), normalised by each cell's total share."""
+    share = target / target.sum(1, keepdim=True).clamp(min=1e-6)
+    per_cell = -(share * F.log_softmax(logits.float(), dim=1)).sum(1)
+    return per_cell[valid].mean() if bool(valid.any()) else logits.sum() * 0.0
