@@ -7,8 +7,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-
 from conftest import scene, training_samples
+
 from pixelreason.config import tiny
 from pixelreason.data.mixing import MixConfig, WorldMixture
 from pixelreason.data.world import CATEGORIES, generate_sample, generate_scene

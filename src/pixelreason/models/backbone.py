@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from transformers import LlavaConfig, LlavaForConditionalGeneration, PreTrainedModel
 
-
 STEMS = ("patch", "conv")
 
 
