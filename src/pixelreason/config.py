@@ -220,24 +220,7 @@ def tiny() -> ModelConfig:
 
 
 def small() -> ModelConfig:
-    """CPU-trainable model (about 7M parameters): 64 image tokens, 256-dim LLM, 128-px SAM.
-
-    Built to learn from scratch: the vision tower has a conv stem, SAM a conv image encoder
-    (stride 4: a 32 x 32 embedding, 128 x 128 masks) in place of its ViT, and vision probes
-    over the 55 ReasonWorld categories (used only when a recipe weights the `probe` loss).
-    """
-    sam = _sam(
-        image_size=128,
-        patch_size=4,
-        encoder_hidden=32,  # SAM's ViT settings are unused: the conv encoder replaces it
-        encoder_layers=1,
-        encoder_heads=1,
-        window_size=0,
-        global_attn_indexes=[],
-        prompt_dim=96,
-        decoder_heads=4,
-    )
-    sam[ENCODER_KEY] = "conv"
+    """CPU-trainable model (about 10M parameters): 64 image tokens, 256-dim LLM, 128-px SAM."""
     return ModelConfig(
         llava=_llava(
             vocab_size=0,
@@ -252,15 +235,47 @@ def small() -> ModelConfig:
             text_kv_heads=4,
             max_positions=1024,
         ),
-        sam=sam,
+        sam=_sam(
+            image_size=128,
+            patch_size=8,
+            encoder_hidden=96,
+            encoder_layers=4,
+            encoder_heads=4,
+            window_size=8,
+            global_attn_indexes=[1, 3],
+            prompt_dim=96,
+            decoder_heads=4,
+        ),
         head="lisa",
         backbone_image_size=128,
         sam_image_size=128,
         max_new_tokens=64,
-        probe_classes=56,
-        vision_stem="conv",
         preset="small",
     )
+
+
+def small_aided() -> ModelConfig:
+    """`small` built to learn from scratch (experimental): a conv stem in the vision tower,
+    a conv image encoder in place of SAM's ViT (stride 4: a 32 x 32 embedding, 128 x 128
+    masks) and vision probes over ReasonWorld's 55 categories + background (trained only
+    when a recipe weights the `probe` loss). About 6.7 M parameters."""
+    config = small()
+    config.sam = _sam(
+        image_size=128,
+        patch_size=4,
+        encoder_hidden=32,  # SAM's ViT settings are unused: the conv encoder replaces it
+        encoder_layers=1,
+        encoder_heads=1,
+        window_size=0,
+        global_attn_indexes=[],
+        prompt_dim=96,
+        decoder_heads=4,
+    )
+    config.sam[ENCODER_KEY] = "conv"
+    config.probe_classes = 56
+    config.vision_stem = "conv"
+    config.preset = "small-aided"
+    return config
 
 
 def tiny_pixellm() -> ModelConfig:
@@ -321,6 +336,7 @@ def small_sam4mllm() -> ModelConfig:
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
     "small": small,
+    "small-aided": small_aided,
     "tiny-pixellm": tiny_pixellm,
     "small-pixellm": small_pixellm,
     "tiny-pixelllm": tiny_pixelllm,
