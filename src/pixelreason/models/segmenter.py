@@ -377,14 +377,14 @@ class PixelReasonModel(nn.Module):
     def teacher_forced(self, batch: Batch) -> tuple[BackboneOutput, MaskPrediction]:
         """One pass over given conversations: LM outputs and the head's masks for the
         targets the answers name (in the head's input frame)."""
-        out, prediction, _ = self._teacher_forced(batch)
+        out, prediction, _ = self._teacher_forced(batch, with_probe=False)
         return out, prediction
 
     def _teacher_forced(
-        self, batch: Batch
+        self, batch: Batch, *, with_probe: bool
     ) -> tuple[BackboneOutput, MaskPrediction, torch.Tensor | None]:
-        """`teacher_forced`, plus the vision-probe loss when the model has probes and the
-        batch class maps (else None)."""
+        """`teacher_forced`, plus the vision-probe loss when asked for, the model has probes
+        and the batch class maps (else None)."""
         features, layers = self.backbone.encode_image_layers(
             batch.backbone_pixels, self.head.vision_layers
         )
@@ -407,7 +407,7 @@ class PixelReasonModel(nn.Module):
             )
         )
         probe = None
-        if self.probe is not None and batch.semantic is not None:
+        if with_probe and self.probe is not None and batch.semantic is not None:
             head_size = self.config.sam_image_size or self.config.backbone_image_size
             probe = self.probe.loss(features, context, batch.semantic, batch.images, head_size)
         return out, prediction, probe
@@ -416,7 +416,7 @@ class PixelReasonModel(nn.Module):
         """Teacher-forced loss on a batch: text CE on answers + BCE/DICE per target mask, plus
         the head's own terms (`MaskPrediction.losses`)."""
         weights = weights or LossWeights()
-        out, prediction, probe = self._teacher_forced(batch)
+        out, prediction, probe = self._teacher_forced(batch, with_probe=weights.probe > 0)
         losses = dict(prediction.losses)
         if probe is not None:
             losses["probe"] = probe
