@@ -1,6 +1,8 @@
 """Side-by-side comparison of segmentation methods on one ReasonWorld split.
 
-    python benchmarks/heads.py [--models default default-pixellm] [--split test] [--limit N]
+    python benchmarks/heads.py [--models default default-pixellm ...] [--split test] [--limit N]
+
+By default it compares the bundled model of every method (LISA, PixelLM, SAM4MLLM, PixelLLM).
 
 For each model: quality on the split under the benchmark's exact rules (gIoU, cIoU, the
 MUSE-style multi-target Hungarian score, no-target accuracy), parameters (all and the mask
@@ -28,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pixelreason import Segmenter
+from pixelreason.config import METHOD_MODELS
 from pixelreason.errors import PixelReasonError
 from pixelreason.eval.evaluate import EvalItem, evaluate, items_from_reasonseg, items_from_world
 
@@ -118,13 +121,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{row['params_m']:.2f} | {row['head_params_m']:.2f} | "
             f"{row['gflops_query']:.3f} | {row['gflops_head']:.3f} | {row['latency_ms']:.1f} |"
         )
-    if len(rows) > 1 and rows[1]["gflops_head"]:
-        ratio = rows[0]["gflops_head"] / rows[1]["gflops_head"]
-        total = rows[0]["gflops_query"] / rows[1]["gflops_query"]
-        print(
-            f"\n{rows[0]['model']} / {rows[1]['model']}: head FLOPs x{ratio:.1f}, "
-            f"query FLOPs x{total:.2f}"
-        )
+    base = rows[0]
+    if len(rows) > 1:
+        print()
+    for row in rows[1:]:
+        if row["gflops_head"] and row["gflops_query"]:
+            print(
+                f"{base['model']} / {row['model']}: head FLOPs "
+                f"x{base['gflops_head'] / row['gflops_head']:.1f}, "
+                f"query FLOPs x{base['gflops_query'] / row['gflops_query']:.2f}"
+            )
 
 
 def main() -> int:
@@ -133,7 +139,12 @@ def main() -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[1:]),
     )
-    parser.add_argument("--models", nargs="+", default=["default", "default-pixellm"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(METHOD_MODELS.values()),
+        help="models to compare, first is the reference (default: each method's bundled model)",
+    )
     parser.add_argument("--split", choices=sorted(SPLIT_SIZES), default="test")
     parser.add_argument(
         "--data", help="a ReasonSeg-format folder (default: generate ReasonWorld directly)"

@@ -14,6 +14,7 @@ from pixelreason.data.schema import SegSample
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.train.lora import LoraSettings, apply_lora, has_lora, merge_lora
 from pixelreason.train.losses import LossWeights
+from pixelreason.train.recipe import build_model
 from pixelreason.train.trainer import CHECKPOINT_DIR, FINAL_DIR, TrainConfig, train
 
 SAMPLES = training_samples()
@@ -87,3 +88,32 @@ def test_trainer_logs_a_head_loss_beside_the_shared_ones(tmp_path: Path) -> None
     result = train(model, sample, tmp_path, config)
     rows = [h for h in result.history if "loss" in h]
     assert len(rows) == 2 and all(h["point"] > 0 for h in rows)
+
+
+def test_recipe_init_warm_starts_a_new_head_from_a_trained_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = PixelReasonModel.from_config(preset("tiny"))  # LISA: adds <SEG>
+    source.save_pretrained(tmp_path / "lisa")
+    model = build_model({"preset": "tiny-pixelllm", "seed": 1, "init": str(tmp_path / "lisa")})
+    theirs, ours = source.state_dict(), model.state_dict()
+    sam_keys = [k for k in ours if ".sam." in f".{k}" or k.startswith("head.sam")]
+    shared = [k for k in ours if k in theirs and theirs[k].shape == ours[k].shape]
+    assert len(shared) > 50
+    for key in shared:
+        assert torch.equal(ours[key], theirs[key]), key
+    assert sam_keys or any("decoder" in k for k in shared)
+    # Embedding rows move by token, not by index: shared tokens copied, head tokens left fresh.
+    own_vocab = model.preprocessor.tokenizer.get_vocab()
+    their_vocab = source.preprocessor.tokenizer.get_vocab()
+    ours_emb = model.backbone.model.get_input_embeddings().weight
+    theirs_emb = source.backbone.model.get_input_embeddings().weight
+    common = [t for t in own_vocab if t in their_vocab]
+    assert len(common) == len(their_vocab)  # <SEG> included: PixelLLM's head adds it too
+    for token in common:
+        assert torch.equal(ours_emb[own_vocab[token]], theirs_emb[their_vocab[token]]), token
+    fresh = [own_vocab[t] for t in own_vocab if t not in their_vocab]
+    assert fresh  # the location placeholder
+    assert not any(torch.equal(ours_emb[i], row) for i in fresh for row in theirs_emb)
+    # The PixelLLM head's own modules (location MLP, prompt encoder) keep their random init.
+    head_only = [k for k in ours if k.startswith("head.") and k not in theirs]
+    assert head_only

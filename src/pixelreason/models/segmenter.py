@@ -295,6 +295,45 @@ class PixelReasonModel(nn.Module):
                 f"weights in {path} lack {len(missing)} tensors, e.g. {', '.join(missing[:3])}"
             )
 
+    def warm_start(self, source: PixelReasonModel) -> dict[str, int]:
+        """Copy every weight `source` shares with this model, e.g. a trained LISA model's
+        backbone and SAM into a fresh SAM4MLLM or PixelLLM model (the papers start from
+        pretrained LLaVA and SAM). Tensors match by name and shape; token embeddings and the
+        vocabulary head are copied row by row for the tokens both tokenizers share, so
+        head-specific tokens keep their fresh initialisation. Returns what was copied."""
+        own_vocab = self.preprocessor.tokenizer.get_vocab()
+        their_vocab = source.preprocessor.tokenizer.get_vocab()
+        shared = [(i, their_vocab[t]) for t, i in own_vocab.items() if t in their_vocab]
+        rows_to = torch.tensor([i for i, _ in shared], dtype=torch.long)
+        rows_from = torch.tensor([j for _, j in shared], dtype=torch.long)
+        own_embeddings = self.backbone.model.get_input_embeddings().weight
+        their_embeddings = source.backbone.model.get_input_embeddings().weight
+        vocab_sized = {own_embeddings.shape[0], their_embeddings.shape[0]}
+        theirs = source.state_dict()
+        counts = {"copied": 0, "vocab_rows": len(shared), "fresh": 0}
+        with torch.no_grad():
+            for name, tensor in self.state_dict().items():
+                other = theirs.get(name)
+                if other is None:
+                    counts["fresh"] += 1
+                elif other.shape == tensor.shape and tensor.shape[0] not in vocab_sized:
+                    tensor.copy_(other)
+                    counts["copied"] += 1
+                elif (
+                    tensor.dim() >= 1
+                    and (tensor.shape[0], other.shape[0])
+                    == (
+                        own_embeddings.shape[0],
+                        their_embeddings.shape[0],
+                    )
+                    and tensor.shape[1:] == other.shape[1:]
+                ):
+                    tensor[rows_to] = other[rows_from].to(tensor.dtype)
+                    counts["copied"] += 1
+                else:
+                    counts["fresh"] += 1
+        return counts
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config, tokenizer, processors and safetensors weights, atomically."""
         with atomic_directory(directory) as staging:

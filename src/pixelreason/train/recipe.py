@@ -1,6 +1,7 @@
 """Training recipes: one YAML file says which model, which data and how to optimise.
 
-model: {preset: small}            # or {from: DIR} to continue, or
+model: {preset: small}            # optionally `init: default` (warm start from a trained
+                                  # model's shared weights), or {from: DIR} to continue, or
                                   # {llava: NAME_OR_DIR, sam: NAME_OR_DIR} for public weights
 data: {seed: 0, image_size: 128, rates: {sem_seg: 9, refer: 3, text_qa: 3, reason: 1}}
 val: {seed: 1, samples: 50}       # generated ReasonWorld val samples for periodic gIoU
@@ -23,6 +24,7 @@ from pixelreason.data.mixing import MixConfig, WorldMixture
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world
 from pixelreason.models.segmenter import PixelReasonModel
+from pixelreason.registry import load_model
 from pixelreason.train.lora import LoraSettings
 from pixelreason.train.losses import LossWeights
 from pixelreason.train.trainer import TrainConfig, TrainResult, train
@@ -86,10 +88,11 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def build_model(spec: dict[str, Any]) -> PixelReasonModel:
     """The recipe's model: a preset (any other keys override its `ModelConfig` fields, e.g.
-    `vision_stem: patch`), a saved model to continue (`from`) or public components."""
+    `vision_stem: patch`; `init` names a trained model, bundled or a directory, whose shared
+    weights it starts from), a saved model to continue (`from`) or public components."""
     if "preset" in spec:
         config = preset(spec["preset"])
-        overrides = {k: v for k, v in spec.items() if k not in ("preset", "seed")}
+        overrides = {k: v for k, v in spec.items() if k not in ("preset", "seed", "init")}
         known = {f.name for f in fields(config)} - {"llava", "sam", "preset", "format_version"}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -97,7 +100,15 @@ def build_model(spec: dict[str, Any]) -> PixelReasonModel:
         for key, value in overrides.items():
             setattr(config, key, value)
         torch.manual_seed(int(spec.get("seed", 0)))
-        return PixelReasonModel.from_config(config)
+        model = PixelReasonModel.from_config(config)
+        if spec.get("init"):
+            source, description = load_model(spec["init"])
+            counts = model.warm_start(source)
+            print(
+                f"warm start from {description}: {counts['copied']} tensors copied "
+                f"({counts['vocab_rows']} shared vocabulary rows), {counts['fresh']} fresh"
+            )
+        return model
     if "from" in spec:
         return PixelReasonModel.from_pretrained(spec["from"])
     return PixelReasonModel.from_components(
