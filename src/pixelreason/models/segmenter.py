@@ -306,29 +306,25 @@ class PixelReasonModel(nn.Module):
         shared = [(i, their_vocab[t]) for t, i in own_vocab.items() if t in their_vocab]
         rows_to = torch.tensor([i for i, _ in shared], dtype=torch.long)
         rows_from = torch.tensor([j for _, j in shared], dtype=torch.long)
-        own_embeddings = self.backbone.model.get_input_embeddings().weight
-        their_embeddings = source.backbone.model.get_input_embeddings().weight
-        vocab_sized = {own_embeddings.shape[0], their_embeddings.shape[0]}
+        language = self.backbone.model
+        # The token embeddings and the vocabulary head, recognised by storage (state_dict
+        # tensors share it with the parameters), not by a shape that could coincide.
+        vocab_storage = {
+            language.get_input_embeddings().weight.data_ptr(),
+            language.get_output_embeddings().weight.data_ptr(),
+        }
         theirs = source.state_dict()
         counts = {"copied": 0, "vocab_rows": len(shared), "fresh": 0}
         with torch.no_grad():
             for name, tensor in self.state_dict().items():
                 other = theirs.get(name)
-                if other is None:
+                if other is None or other.shape[1:] != tensor.shape[1:]:
                     counts["fresh"] += 1
-                elif other.shape == tensor.shape and tensor.shape[0] not in vocab_sized:
-                    tensor.copy_(other)
-                    counts["copied"] += 1
-                elif (
-                    tensor.dim() >= 1
-                    and (tensor.shape[0], other.shape[0])
-                    == (
-                        own_embeddings.shape[0],
-                        their_embeddings.shape[0],
-                    )
-                    and tensor.shape[1:] == other.shape[1:]
-                ):
+                elif tensor.data_ptr() in vocab_storage:
                     tensor[rows_to] = other[rows_from].to(tensor.dtype)
+                    counts["copied"] += 1
+                elif other.shape == tensor.shape:
+                    tensor.copy_(other)
                     counts["copied"] += 1
                 else:
                     counts["fresh"] += 1

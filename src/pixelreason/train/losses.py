@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from pixelreason.processing import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
