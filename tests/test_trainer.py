@@ -59,6 +59,16 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> Non
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 2 workers on fewer cores
+def test_worker_processes_feed_the_same_batches_in_the_same_order(tmp_path: Path) -> None:
+    inline, fed = fresh_tiny(), fresh_tiny()
+    a = train(inline, sample, tmp_path / "a", _config(steps=3))
+    b = train(fed, sample, tmp_path / "b", _config(steps=3, num_workers=2))
+    assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history])
+    for (name, x), y in zip(inline.state_dict().items(), fed.state_dict().values(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
 def test_lora_trains_lisa_set_and_merges_exactly() -> None:
     model = fresh_tiny()
     apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))

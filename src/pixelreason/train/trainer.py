@@ -58,6 +58,9 @@ class TrainConfig:
     lora: LoraSettings | None = None
     loss: LossWeights = field(default_factory=LossWeights)
     mixed_precision: str = "no"
+    #: Processes that generate and collate batches ahead of the model (0: in the training
+    #: process). Batches arrive in index order either way, so runs are identical.
+    num_workers: int = 0
 
 
 @dataclass
@@ -92,6 +95,8 @@ def train(
         mixed_precision=config.mixed_precision,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if accelerator.device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matrix units for float32 weights
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
@@ -103,6 +108,7 @@ def train(
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = config.batch_size * config.grad_accum * world
 
+    batches = iter(_batch_loader(sample, unwrapped.collate, config, start_step, world, rank))
     bar = tqdm(
         total=config.steps,
         initial=start_step,
@@ -116,9 +122,7 @@ def train(
         wrapped.train()
         parts = {"loss": 0.0, "text": 0.0, "bce": 0.0, "dice": 0.0, "refine": 0.0}
         for micro in range(config.grad_accum):
-            first = ((step * config.grad_accum + micro) * world + rank) * config.batch_size
-            samples = [sample(first + j) for j in range(config.batch_size)]
-            batch = unwrapped.collate(samples).to(accelerator.device)
+            batch = next(batches).to(accelerator.device)
             last = micro == config.grad_accum - 1
             with accelerator.no_sync(wrapped) if not last else nullcontext():
                 output = wrapped(batch, config.loss)
@@ -173,6 +177,50 @@ def train(
         write_history(out, history)
     accelerator.wait_for_everyone()
     return TrainResult(steps=config.steps, final_dir=final, history=history)
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Global sample indices -> one collated batch (run in DataLoader workers)."""
+
+    def __init__(self, sample: SampleFn, collate: Callable[[list[SegSample]], Any]) -> None:
+        self.sample, self.collate = sample, collate
+
+    def __getitem__(self, indices: list[int]) -> Any:
+        return self.collate([self.sample(i) for i in indices])
+
+
+def _batch_indices(config: TrainConfig, start_step: int, world: int, rank: int):
+    """This process's sample indices, one list per micro-batch, from `start_step` on."""
+    for step in range(start_step, config.steps):
+        for micro in range(config.grad_accum):
+            first = ((step * config.grad_accum + micro) * world + rank) * config.batch_size
+            yield list(range(first, first + config.batch_size))
+
+
+def _unchanged(batch: Any) -> Any:
+    return batch
+
+
+def _batch_loader(
+    sample: SampleFn,
+    collate: Callable[[list[SegSample]], Any],
+    config: TrainConfig,
+    start_step: int,
+    world: int,
+    rank: int,
+) -> Any:
+    """Batches in index order: made here, or by `config.num_workers` worker processes."""
+    indices = _batch_indices(config, start_step, world, rank)
+    if config.num_workers <= 0:
+        return (collate([sample(i) for i in batch]) for batch in indices)
+    return torch.utils.data.DataLoader(
+        _Batches(sample, collate),
+        sampler=indices,
+        batch_size=None,
+        collate_fn=_unchanged,
+        num_workers=config.num_workers,
+        prefetch_factor=4,
+    )
 
 
 def _save_checkpoint(
@@ -236,11 +284,12 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         return
     columns = 2 if val_keys else 1
     figure, axes = plt.subplots(1, columns, figsize=(6 * columns, 4), squeeze=False)
-    steps = [h["step"] for h in train_rows]
     for key in ("loss", "text", "bce", "dice", "point", "probe"):
-        values = [h.get(key, 0.0) for h in train_rows]
+        rows = [h for h in train_rows if key in h]
+        values = [h[key] for h in rows]
         if any(math.isfinite(v) and v > 0 for v in values):
-            axes[0][0].plot(steps, values, label=key)
+            marker = "o" if len(rows) < 0.1 * len(train_rows) else None  # sparse terms as points
+            axes[0][0].plot([h["step"] for h in rows], values, marker=marker, label=key)
     axes[0][0].set_yscale("log")
     axes[0][0].set_xlabel("step")
     axes[0][0].set_title("training loss")
