@@ -33,6 +33,7 @@ def test_training_loss_falls_and_writes_model_history_and_curve(tmp_path: Path) 
     result = train(fresh_tiny(), sample, tmp_path, _config(steps=30, save_every=10, lr=6e-3))
     losses = [h["loss"] for h in result.history if "loss" in h]
     assert losses[-1] < 0.5 * losses[0]
+    assert all(0.0 <= h["data_share"] <= 1.0 for h in result.history if "loss" in h)
     assert (tmp_path / "curve.png").stat().st_size > 0
     assert len(json.loads((tmp_path / "history.json").read_text())) == 30
     assert PixelReasonModel.from_pretrained(tmp_path / FINAL_DIR).config.preset == "tiny"

@@ -117,12 +117,14 @@ def train(
         disable=not accelerator.is_main_process,
         dynamic_ncols=True,
     )
-    window_start, window_samples = time.perf_counter(), 0
+    window_start, window_samples, waited = time.perf_counter(), 0, 0.0
     for step in range(start_step, config.steps):
         wrapped.train()
         parts = {"loss": 0.0, "text": 0.0, "bce": 0.0, "dice": 0.0, "refine": 0.0}
         for micro in range(config.grad_accum):
+            asked = time.perf_counter()
             batch = next(batches).to(accelerator.device)
+            waited += time.perf_counter() - asked
             last = micro == config.grad_accum - 1
             with accelerator.no_sync(wrapped) if not last else nullcontext():
                 output = wrapped(batch, config.loss)
@@ -148,10 +150,15 @@ def train(
                 **{k: round(v, 5) for k, v in parts.items()},
                 "lr": scheduler.get_last_lr()[0],
                 "samples_per_s": round(window_samples / elapsed, 2),
+                # Share of the time spent waiting for (or making) batches: near 1 means the
+                # data, not the model, bounds throughput (raise num_workers).
+                "data_share": round(min(waited / elapsed, 1.0), 3),
             }
             history.append(entry)
-            bar.set_postfix(loss=f"{parts['loss']:.3f}", sps=entry["samples_per_s"])
-            window_start, window_samples = time.perf_counter(), 0
+            bar.set_postfix(
+                loss=f"{parts['loss']:.3f}", sps=entry["samples_per_s"], data=entry["data_share"]
+            )
+            window_start, window_samples, waited = time.perf_counter(), 0, 0.0
         if evaluate is not None and config.eval_every and done % config.eval_every == 0:
             if accelerator.is_main_process:
                 wrapped.eval()
@@ -159,7 +166,7 @@ def train(
                 history.append({"step": done, **{f"val_{k}": v for k, v in metrics.items()}})
                 bar.write(f"step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             accelerator.wait_for_everyone()
-            window_start = time.perf_counter()
+            window_start, waited = time.perf_counter(), 0.0
         if done % config.save_every == 0 or done == config.steps:
             if accelerator.is_main_process:
                 _save_checkpoint(
@@ -167,7 +174,7 @@ def train(
                 )
                 write_history(out, history)
             accelerator.wait_for_everyone()
-            window_start = time.perf_counter()  # throughput counts training, not saving
+            window_start, waited = time.perf_counter(), 0.0  # throughput counts training only
     bar.close()
     final = out / FINAL_DIR
     if accelerator.is_main_process:
