@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +196,9 @@ class _Batches(torch.utils.data.Dataset):
         return self.collate([self.sample(i) for i in indices])
 
 
-def _batch_indices(config: TrainConfig, start_step: int, world: int, rank: int):
+def _batch_indices(
+    config: TrainConfig, start_step: int, world: int, rank: int
+) -> Iterator[list[int]]:
     """This process's sample indices, one list per micro-batch, from `start_step` on."""
     for step in range(start_step, config.steps):
         for micro in range(config.grad_accum):
@@ -217,11 +219,11 @@ def _batch_loader(
     rank: int,
 ) -> Any:
     """Batches in index order: made here, or by `config.num_workers` worker processes."""
-    indices = _batch_indices(config, start_step, world, rank)
+    indices, batches = _batch_indices(config, start_step, world, rank), _Batches(sample, collate)
     if config.num_workers <= 0:
-        return (collate([sample(i) for i in batch]) for batch in indices)
+        return map(batches.__getitem__, indices)
     return torch.utils.data.DataLoader(
-        _Batches(sample, collate),
+        batches,
         sampler=indices,
         batch_size=None,
         collate_fn=_unchanged,
