@@ -9,6 +9,8 @@ from pixelreason.train.losses import (
     combine,
     mask_bce,
     mask_dice,
+    mask_iou,
+    score_mse,
     target_overlap,
     text_loss,
 )
@@ -90,3 +92,27 @@ def test_combine_weights_head_losses_by_name() -> None:
     assert weighted.item() == pytest.approx(plain.item() + 1.0)
     with pytest.raises(ValueError, match="no loss weight"):
         combine(text, bce, dice, LossWeights(), None, {"colour": torch.tensor(1.0)})
+
+
+def test_mask_iou_counts_valid_pixels_only_and_empty_vs_empty_as_one() -> None:
+    logits = torch.full((3, 2, 4), -5.0)
+    logits[0, 0, :2] = 5.0  # predicts 2 pixels
+    logits[1, 0, 0] = 5.0
+    target = torch.zeros(3, 2, 4)
+    target[0, 0, 1:3] = 1  # overlaps 1 of the 2; union 3
+    target[1, 1, 0] = 1
+    valid = torch.ones(3, 2, 4, dtype=torch.bool)
+    valid[1, 1, 0] = False  # item 1's only target pixel is ignored: prediction vs nothing
+    iou = mask_iou(logits, target, valid)
+    assert iou.tolist() == pytest.approx([1 / 3, 0.0, 1.0])
+    assert not iou.requires_grad
+
+
+def test_score_mse_trains_scores_only() -> None:
+    scores = torch.tensor([0.5, 0.9], requires_grad=True)
+    reached = torch.tensor([0.25, 0.9], requires_grad=True)
+    loss = score_mse(scores, reached)
+    assert loss.tolist() == pytest.approx([0.0625, 0.0])
+    loss.sum().backward()
+    assert scores.grad.tolist() == pytest.approx([0.5, 0.0])
+    assert reached.grad is None

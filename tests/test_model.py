@@ -30,6 +30,32 @@ def test_one_batch_overfits_with_falling_loss() -> None:
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
+def test_score_loss_teaches_sams_iou_head_the_iou_its_masks_reach() -> None:
+    model, samples = fresh_tiny(), training_samples()
+    batch = model.collate(samples)
+    assert "score" not in model(batch).head  # off unless a recipe weighs it
+    train(model, samples, steps=30)  # masks first, then their scores alone
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    misses = []
+    for _ in range(30):
+        out = model(batch, LossWeights(text=0.0, mask=0.0, score=1.0))
+        misses.append(out.head["score"])
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    assert misses[-1] < 0.1 * misses[0]
+    model.eval()
+    with torch.no_grad():
+        _, prediction = model.teacher_forced(batch)
+    for logits, scores, image, target in zip(
+        prediction.logits, prediction.scores, batch.images, batch.masks, strict=True
+    ):
+        full = model.preprocessor.masks_to_image(logits, image) > 0
+        truth, valid = target == 1, target != 255
+        reached = (full & truth & valid).sum((1, 2)) / ((full | truth) & valid).sum((1, 2))
+        assert torch.allclose(scores, reached.float(), atol=0.1)
+
+
 def test_generation_gives_one_mask_per_seg_at_image_size(trained_dir: Path) -> None:
     model = PixelReasonModel.from_pretrained(trained_dir)
     height, width = scene()[1].shape

@@ -46,6 +46,8 @@ from pixelreason.train.losses import (
     combine,
     mask_bce,
     mask_dice,
+    mask_iou,
+    score_mse,
     target_overlap,
     text_loss,
 )
@@ -455,8 +457,10 @@ class PixelReasonModel(nn.Module):
         losses = dict(prediction.losses)
         if probe is not None:
             losses["probe"] = probe
-        bces, dices, overlaps = [], [], []
-        for logits, image, target in zip(prediction.logits, batch.images, batch.masks, strict=True):
+        bces, dices, overlaps, misses = [], [], [], []
+        train_scores = weights.score > 0 and self.head.learned_scores
+        per_item = zip(prediction.logits, prediction.scores, batch.images, batch.masks, strict=True)
+        for logits, scores, image, target in per_item:
             if logits.shape[0] == 0:
                 continue
             full = self.preprocessor.masks_to_image(logits, image)
@@ -465,6 +469,10 @@ class PixelReasonModel(nn.Module):
             dices.append(mask_dice(full, target == 1, valid))
             if weights.refine and logits.shape[0] > 1:
                 overlaps.append(target_overlap(full, valid.all(0)))
+            if train_scores:
+                misses.append(score_mse(scores, mask_iou(full, target == 1, valid)))
+        if misses:
+            losses["score"] = torch.cat(misses).mean()
         bce = torch.cat(bces) if bces else out.logits.new_zeros(0)
         dice = torch.cat(dices) if dices else out.logits.new_zeros(0)
         refine = torch.stack(overlaps) if overlaps else out.logits.new_zeros(0)

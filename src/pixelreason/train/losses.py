@@ -1,4 +1,5 @@
-"""Training losses as pure functions (LISA: text CE + mask BCE + DICE; PixelLLM: + point L1)."""
+"""Training losses as pure functions (LISA: text CE + mask BCE + DICE; PixelLLM: + point L1;
+SAM: + the MSE of its predicted IoU)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pixelreason.processing import IGNORE_INDEX
 
 @dataclass(frozen=True)
 class LossWeights:
-    """L = text * CE + mask * (bce * BCE + dice * DICE) + refine * REFINE + point * POINT;
-    defaults are LISA's (PixelLM adds its target refinement loss with `refine` > 0, PixelLLM
-    its per-word location L1 with `point` > 0).
+    """L = text * CE + mask * (bce * BCE + dice * DICE) + refine * REFINE + point * POINT
+    + score * SCORE; defaults are LISA's (PixelLM adds its target refinement loss with
+    `refine` > 0, PixelLLM its per-word location L1 with `point` > 0). `score` > 0 trains a SAM
+    head's IoU prediction as SAM does (MSE against the IoU its mask really reaches); LISA
+    leaves it untrained, so its scores mean nothing unless a recipe turns this on.
 
     A head's own terms (`MaskPrediction.losses`) are weighted by the field of the same name.
     """
@@ -25,6 +28,7 @@ class LossWeights:
     dice: float = 0.5
     refine: float = 0.0
     point: float = 0.0
+    score: float = 0.0
     #: Auxiliary vision probes (`pixelreason.models.probe`); 0 (off) in the papers' recipes.
     probe: float = 0.0
 
@@ -65,6 +69,26 @@ def mask_dice(
     intersection = (prob * target).flatten(1).sum(1)
     total = prob.flatten(1).sum(1) + target.flatten(1).sum(1)
     return 1.0 - (2.0 * intersection + eps) / (total + eps)
+
+
+def mask_iou(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-mask IoU of the hard masks `logits > 0` with `target` over valid pixels, no gradient.
+
+    logits, target (0/1), valid (bool): (N, H, W). Returns (N,); empty vs empty scores 1, as in
+    the benchmark's gIoU.
+    """
+    with torch.no_grad():
+        predicted = (logits > 0) & valid
+        truth = target.bool() & valid
+        intersection = (predicted & truth).flatten(1).sum(1).float()
+        union = (predicted | truth).flatten(1).sum(1).float()
+        return torch.where(union > 0, intersection / union.clamp(min=1.0), torch.ones_like(union))
+
+
+def score_mse(scores: torch.Tensor, reached: torch.Tensor) -> torch.Tensor:
+    """SAM's IoU-prediction loss: per-mask squared error of the predicted scores (N,) against
+    the IoUs the masks reached (N,, no gradient). Returns (N,)."""
+    return (scores.float() - reached.detach().float()) ** 2
 
 
 def target_overlap(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,12 @@ class MaskPrediction:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def unit_scores(iou: torch.Tensor) -> torch.Tensor:
+    """SAM's predicted IoUs clamped to [0, 1] in value, with the gradient of the raw prediction
+    (a plain clamp would stop the `score` loss wherever an untrained head strays outside)."""
+    return iou + (iou.clamp(0, 1) - iou).detach()
+
+
 class MaskHead(nn.Module, ABC):
     """Base class of mask heads. Subclasses set `name` and `special_tokens`."""
 
@@ -73,6 +79,9 @@ class MaskHead(nn.Module, ABC):
     special_tokens: ClassVar[tuple[str, ...]] = ()
     #: Whether the head has its own image encoder (and so its own image processor).
     uses_head_image: ClassVar[bool] = False
+    #: Whether `MaskPrediction.scores` come from a trainable predictor (SAM's IoU head) that
+    #: the `score` loss may train; else they are a function of the masks and left alone.
+    learned_scores: ClassVar[bool] = False
 
     #: Vision-tower layers (hidden-state indices) whose patch features `encode_image` needs.
     vision_layers: tuple[int, ...] = ()
@@ -190,6 +199,7 @@ class SamHead(MaskHead):
     gives the per-image context, and `sam_for` builds the SAM when none is loaded."""
 
     uses_head_image: ClassVar[bool] = True
+    learned_scores: ClassVar[bool] = True
     sam: SamDecoder
 
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead
+from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead, unit_scores
 from pixelreason.models.sam import SamDecoder
 from pixelreason.tokens import SEG_TOKEN
 
@@ -55,5 +55,5 @@ class LisaHead(SamHead):
         logits, iou = self.sam.decode(embeddings, prompts[:, None])
         counts = is_seg.sum(dim=1).tolist()
         return MaskPrediction(
-            logits=list(logits.split(counts)), scores=list(iou.clamp(0, 1).split(counts))
+            logits=list(logits.split(counts)), scores=list(unit_scores(iou).split(counts))
         )

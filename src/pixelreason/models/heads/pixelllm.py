@@ -30,7 +30,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from pixelreason.grounding import mask_location, name_owners, token_texts
-from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead
+from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead, unit_scores
 from pixelreason.models.location import WHOLE_IMAGE, LocationEncoder, check_location
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import IGNORE_INDEX, ImageInputs
@@ -207,7 +207,7 @@ class PixelLLMHead(SamHead):
         counts = is_seg.sum(dim=1).tolist()
         return MaskPrediction(
             logits=list(logits.split(counts)),
-            scores=list(iou.clamp(0, 1).split(counts)),
+            scores=list(unit_scores(iou).split(counts)),
             extras=extras,
             losses=losses,
         )

@@ -30,7 +30,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from pixelreason.data.schema import IGNORE_VALUE, SegSample
-from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead
+from pixelreason.models.heads.base import HeadInputs, MaskPrediction, SamHead, unit_scores
 from pixelreason.models.heads.ppg import PromptFrame, mask_value, select_point_group
 from pixelreason.models.heads.pqpp import pqpp_answer
 from pixelreason.models.heads.text_prompts import (
@@ -316,7 +316,7 @@ class Sam4MLLMHead(SamHead):
         counts = torch.bincount(index, minlength=inputs.token_ids.shape[0]).tolist()
         return MaskPrediction(
             logits=list(logits.split(counts)),
-            scores=list(iou.clamp(0, 1).split(counts)),
+            scores=list(unit_scores(iou).split(counts)),
             extras=extras,
         )
 
