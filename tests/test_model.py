@@ -9,13 +9,22 @@ import numpy as np
 import pytest
 import torch
 from conftest import NONE, ONE, TWO, fresh_tiny, scene, train, training_samples
+from PIL import Image
 
 from pixelreason.config import PRESETS, preset
+from pixelreason.data.schema import SegSample
 from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.segmenter import WEIGHTS_NAME, PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.tokens import SEG_TOKEN
-from pixelreason.train.losses import LossWeights
+from pixelreason.train.losses import (
+    LossWeights,
+    mask_bce,
+    mask_dice,
+    mask_iou,
+    score_mse,
+    target_overlap,
+)
 
 
 def _ask(model: PixelReasonModel, question: str):
@@ -54,6 +63,40 @@ def test_score_loss_teaches_sams_iou_head_the_iou_its_masks_reach() -> None:
         truth, valid = target == 1, target != 255
         reached = (full & truth & valid).sum((1, 2)) / ((full | truth) & valid).sum((1, 2))
         assert torch.allclose(scores, reached.float(), atol=0.1)
+
+
+def test_batched_mask_losses_equal_the_mean_of_per_item_losses() -> None:
+    """Items are scored in groups of equal image geometry; the result must not depend on it."""
+    model = fresh_tiny()
+    image, red, blue = scene()
+    small = image.resize((40, 24))
+    small_red = np.asarray(Image.fromarray(red).resize((40, 24), Image.NEAREST))
+    samples = [*training_samples(), SegSample(small, [Turn(*ONE)], [small_red])]
+    samples[1].masks[1] = samples[1].masks[1].copy()
+    samples[1].masks[1][0, :10] = 255  # ignore pixels
+    batch = model.collate(samples)
+    weights = LossWeights(refine=1.0, score=1.0)
+    out = model(batch, weights)
+    with torch.no_grad():
+        _, prediction = model.teacher_forced(batch)
+    bce, dice, score, refine = [], [], [], []
+    for logits, scores, item, target in zip(
+        prediction.logits, prediction.scores, batch.images, batch.masks, strict=True
+    ):
+        if logits.shape[0] == 0:
+            continue
+        full = model.preprocessor.masks_to_image(logits, item)
+        valid, truth = target != 255, target == 1
+        bce += mask_bce(full, truth, valid).tolist()
+        dice += mask_dice(full, truth, valid).tolist()
+        score += score_mse(scores, mask_iou(full, truth, valid)).tolist()
+        if logits.shape[0] > 1:
+            refine.append(float(target_overlap(full, valid.all(0))))
+    assert out.num_masks == len(bce) == 4
+    assert out.bce == pytest.approx(np.mean(bce), rel=1e-5)
+    assert out.dice == pytest.approx(np.mean(dice), rel=1e-5)
+    assert out.head["score"] == pytest.approx(np.mean(score), rel=1e-5)
+    assert out.refine == pytest.approx(np.mean(refine), rel=1e-5)
 
 
 def test_generation_gives_one_mask_per_seg_at_image_size(trained_dir: Path) -> None:
