@@ -34,7 +34,7 @@ def test_mixture_follows_rates_and_is_deterministic() -> None:
 
 def test_every_source_collates_into_a_tiny_batch() -> None:
     model = fresh_tiny()
-    for source in ("sem_seg", "refer", "text_qa", "reason"):
+    for source in ("sem_seg", "refer", "text_qa", "reason", "vqa"):
         mixture = WorldMixture(MixConfig(rates={source: 1}, image_size=64))
         batch = model.collate([mixture(i) for i in range(4)])
         assert batch.input_ids.shape[0] == 4

@@ -17,11 +17,12 @@ from pixelreason.data.world import (
     seen_facts,
     stream,
     text_qa_samples,
+    vqa_sample,
 )
 from pixelreason.data.world.export import export_reasonseg, main
 from pixelreason.data.world.polygons import mask_to_polygons
 from pixelreason.data.world.preview import preview_grid
-from pixelreason.data.world.queries import ABSENT_ANSWER
+from pixelreason.data.world.queries import ABSENT_ANSWER, short_name
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -185,3 +186,39 @@ def test_preview_grid_shape() -> None:
     samples = [generate_sample(0, "val", i, size=64) for i in range(3)]
     grid = preview_grid(samples, columns=2)
     assert grid.width == 2 * 128 and grid.height > 2 * 128
+
+
+def test_visual_questions_describe_what_the_scene_really_shows() -> None:
+    seen = set()
+    for seed in range(60):
+        sample = vqa_sample(np.random.default_rng(seed), size=96)
+        again = vqa_sample(np.random.default_rng(seed), size=96)
+        assert sample.turns == again.turns
+        assert np.array_equal(np.asarray(sample.image), np.asarray(again.image))
+        assert sample.masks == [] and "<SEG>" not in sample.turns[0].assistant
+        scene = generate_scene(np.random.default_rng(seed), size=96)
+        names = [short_name(o) for o in sorted(scene.objects, key=lambda o: o.centre[0])]
+        question, answer = sample.turns[0].user, sample.turns[0].assistant
+        if answer.startswith("I see "):  # inventory: every object, left to right
+            seen.add("inventory")
+            assert answer == "I see " + _and_list([f"the {n}" for n in names]) + "."
+        elif answer.startswith("No, there is no "):
+            seen.add("absent")
+            missing = answer.removeprefix("No, there is no ").removesuffix(" in this image.")
+            assert missing not in {o.category.name for o in scene.objects}
+        else:  # the colours of one category's objects, left to right
+            seen.add("present" if answer.startswith("Yes") else "look")
+            mentioned = [n for n in names if f"the {n}" in answer]
+            assert mentioned, (question, answer)
+            category = next(o.category for o in scene.objects if short_name(o) == mentioned[0])
+            ours = [
+                short_name(o)
+                for o in sorted(scene.objects, key=lambda o: o.centre[0])
+                if o.category is category
+            ]
+            assert answer.endswith(_and_list([f"the {n}" for n in ours]) + "."), answer
+    assert seen == {"inventory", "absent", "present", "look"}
+
+
+def _and_list(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -1,6 +1,8 @@
 """Training data by LISA's recipe, drawn from ReasonWorld: semantic-segmentation QA, referring
 QA, text-only QA and reasoning samples mixed at configurable rates (LISA: 9 : 3 : 3 : 1), and
-optionally PixelLLM's location-conditioned captions ("caption", rate 0 unless a recipe sets it).
+optionally visual QA answered in words ("vqa": the colours and names of what is in the image,
+LISA's VQA slot) and PixelLLM's location-conditioned captions ("caption"), each at rate 0
+unless a recipe sets it.
 
 `WorldMixture(config)(index)` is deterministic in `index`, which is what the trainer needs for
 exact resumption and for giving each process of a multi-GPU run its own samples.
@@ -28,13 +30,14 @@ from pixelreason.data.world import (
     generate_sample,
     generate_scene,
     text_qa_samples,
+    vqa_sample,
 )
 from pixelreason.prompting import Turn
 
 #: Query kinds that count as "referring" (no reasoning); the rest are "reasoning".
 REFERRING_KINDS = ("explicit", "spatial")
 REASONING_KINDS = tuple(k for k in KINDS if k not in REFERRING_KINDS)
-SOURCES = ("sem_seg", "refer", "text_qa", "reason", "caption")
+SOURCES = ("sem_seg", "refer", "text_qa", "reason", "vqa", "caption")
 
 
 @dataclass
@@ -99,6 +102,8 @@ class WorldMixture:
             return self._text_qa(rng, index)
         if source == "caption":
             return caption_sample(rng, size=self.config.image_size)
+        if source == "vqa":
+            return vqa_sample(rng, size=self.config.image_size)
         kinds = REFERRING_KINDS if source == "refer" else REASONING_KINDS
         kind = kinds[int(rng.integers(len(kinds)))]
         return world_to_seg(

@@ -20,8 +20,10 @@ from pixelreason.data.world.samples import (
     text_qa_samples,
 )
 from pixelreason.data.world.scene import Scene, SceneObject, generate_scene
+from pixelreason.data.world.vqa import vqa_sample
 
 __all__ = [
+    "vqa_sample",
     "CATEGORIES",
     "FACTS",
     "KINDS",

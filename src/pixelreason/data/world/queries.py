@@ -98,7 +98,7 @@ def _colour_word(obj: SceneObject) -> str | None:
     return obj.colour if len(obj.category.colours) > 1 else None
 
 
-def _short_name(obj: SceneObject) -> str:
+def short_name(obj: SceneObject) -> str:
     """Name used in answers: colour + name when the category comes in several colours."""
     colour = _colour_word(obj)
     return f"{colour} {obj.name}" if colour else obj.name
@@ -332,7 +332,7 @@ def _relative_spatial(scene: Scene, rng: np.random.Generator) -> Query | None:
             target = _related_unique(scene, anchor, relation, range(n))
             if target is not None:
                 texts = _texts(rng, OBJECT_RELATIVE_QUESTIONS, r=r, b=b)
-                name = _short_name(scene.objects[target])
+                name = short_name(scene.objects[target])
                 return _query("spatial", texts, _single(rng, name), scene, [target], [name])
             continue
         for category_index in rng.permutation(n):
@@ -343,7 +343,7 @@ def _relative_spatial(scene: Scene, rng: np.random.Generator) -> Query | None:
                 continue
             a = category.name
             texts = _texts(rng, RELATIVE_QUESTIONS, a=a, r=r, b=b, v=_be(category))
-            name = _short_name(scene.objects[target])
+            name = short_name(scene.objects[target])
             return _query("spatial", texts, _single(rng, name), scene, [target], [name])
     return None
 
@@ -366,7 +366,7 @@ def _extreme_spatial(scene: Scene, rng: np.random.Generator) -> Query | None:
             continue
         category = scene.objects[ids[0]].category if name != "object" else None
         texts = _texts(rng, EXTREME_QUESTIONS, x=word, a=name, v=_be(category))
-        target_name = _short_name(scene.objects[ranked[0]])
+        target_name = short_name(scene.objects[ranked[0]])
         answer = _single(rng, target_name)
         return _query("spatial", texts, answer, scene, [ranked[0]], [target_name])
     return None
@@ -386,7 +386,7 @@ def _corner_spatial(scene: Scene, rng: np.random.Generator) -> Query | None:
     if not in_quadrant or dist[int(order[1])] < SIZE_RATIO * dist[nearest]:
         return None
     texts = _texts(rng, CORNER_QUESTIONS, c=corner)
-    name = _short_name(scene.objects[nearest])
+    name = short_name(scene.objects[nearest])
     return _query("spatial", texts, _single(rng, name), scene, [nearest], [name])
 
 
@@ -458,7 +458,7 @@ def comparative_query(
         texts = _texts(
             rng, COMPARATIVE_QUESTIONS, x=x, g=g, gp=gp, v="are" if plural_noun else "is"
         )
-        name = _short_name(scene.objects[target])
+        name = short_name(scene.objects[target])
         return _query("comparative", texts, _single(rng, name), scene, [target], [name])
     return None
 
@@ -507,7 +507,7 @@ def knowledge_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str
     if found is None:
         return None
     fact_id, target = found
-    name = _short_name(scene.objects[target])
+    name = short_name(scene.objects[target])
     texts = _knowledge_texts(rng, fact_id)
     return _query("knowledge", texts, _single(rng, name), scene, [target], [name], [fact_id])
 
@@ -580,7 +580,7 @@ def long_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str]) ->
     for situation in SCENARIOS.get(fact_id, ()):
         templates += [t.replace("{scene}", situation) for t in SCENARIO_QUESTIONS]
     texts = _texts(rng, [t.replace("{", "{{").replace("}", "}}") for t in templates])
-    name = _short_name(scene.objects[target])
+    name = short_name(scene.objects[target])
     return _query("long", texts, _single(rng, name), scene, [target], [name], [fact_id])
 
 
@@ -623,7 +623,7 @@ def multi_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str]) -
     else:
         texts = _texts(rng, MULTI_FACT_QUESTIONS, p=FACTS[a].plural, s=FACTS[a].singular)
         fact_ids = [a]
-    names = [_short_name(scene.objects[i]) for i in ids]
+    names = [short_name(scene.objects[i]) for i in ids]
     answer = _cap(_pick(rng, MULTI_ANSWERS).format(j=_join(names)))
     return _query("multi", texts, answer, scene, ids, names, fact_ids)
 
@@ -694,7 +694,7 @@ def explanatory_query(
         templates.append(use + " Please explain why.")
     texts = _texts(rng, templates, s=FACTS[fact_id].singular)
     pronoun, form = _subject(obj)
-    name = _short_name(obj)
+    name = short_name(obj)
     answer = _pick(rng, EXPLANATORY_ANSWERS).format(n=name, it=pronoun, s=_fact_text(fact_id, form))
     return _query("explanatory", texts, answer, scene, [target], [name], [fact_id])
 
@@ -758,7 +758,7 @@ def multiturn_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str
     if follow is None:
         return None
     question, target = follow
-    name = _short_name(scene.objects[target])
+    name = short_name(scene.objects[target])
     first_turn = first_query.conversation[0]
     # ReasonSeg tools read only text[0]; the two questions together are self-contained.
     texts = [f"{_cap(first_turn[0])} {question}"]
