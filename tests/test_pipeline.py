@@ -69,6 +69,11 @@ def test_eval_report_schema_and_grid(tmp_path: Path) -> None:
     assert kinds <= set(report["by_kind"])
     for key in ("no_target_accuracy", "multi_target", "names_targets", "short", "long"):
         assert key in report
+    assert set(report["score_calibration"]) == {"pearson", "mean_abs_error", "count"}
+    for sample, item in zip(report["samples"], items, strict=True):
+        assert len(sample["scores"]) == sample["num_pred"]
+        assert sample["names_targets"] is None or isinstance(sample["names_targets"], bool)
+        assert (sample["names_targets"] is None) == (not item.targets or not item.target_names)
     json.dumps(report)  # serialisable
     result_grid(records, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0
@@ -94,3 +99,14 @@ def test_cli_world_train_eval_round_trip(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["count"] == 3 and report["split"] == "val"
     assert (tmp_path / "eval" / "grid.png").is_file()
+
+
+def test_score_calibration_is_pearson_and_mean_abs_error() -> None:
+    from pixelreason.eval.evaluate import _calibration
+
+    result = _calibration([(0.2, 0.1), (0.8, 0.9), (0.5, 0.5)])
+    assert result["count"] == 3
+    assert result["mean_abs_error"] == pytest.approx(0.2 / 3)
+    assert result["pearson"] == pytest.approx(np.corrcoef([0.2, 0.8, 0.5], [0.1, 0.9, 0.5])[0, 1])
+    assert _calibration([(0.5, 0.1), (0.5, 0.9)])["pearson"] is None  # constant scores
+    assert _calibration([(0.5, 0.1)]) == {"pearson": None, "mean_abs_error": None, "count": 1}

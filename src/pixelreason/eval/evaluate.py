@@ -101,6 +101,7 @@ def evaluate(
     """Run every item; return (report, per-sample records incl. predictions for pictures)."""
     accumulator = IoUAccumulator()
     no_target, multi, named, latencies = [], [], [], []
+    calibration: list[tuple[float, float]] = []  # (score, IoU) of lone masks for lone targets
     records: list[dict[str, Any]] = []
     for item in tqdm(list(items) if progress else items, desc="eval", disable=not progress):
         start = time.perf_counter()
@@ -113,6 +114,7 @@ def evaluate(
         latencies.append(time.perf_counter() - start)
         height, width = item.gt.shape
         masks = result.masks if result is not None else np.zeros((0, height, width), bool)
+        scores = [round(float(v), 4) for v in result.scores] if result is not None else []
         answer_text = result.text if result is not None else answer_text
         prediction = masks.any(axis=0) if len(masks) else np.zeros((height, width), bool)
         groups = [item.kind, "long" if item.is_sentence else "short"]
@@ -121,9 +123,13 @@ def evaluate(
             no_target.append(len(masks) == 0)
         if len(item.targets) >= 2:
             multi.append(hungarian_multi_target_iou(list(masks), item.targets))
+        names = None
         if item.targets and item.target_names:
             lowered = answer_text.lower()
-            named.append(all(name.lower() in lowered for name in item.target_names))
+            names = all(name.lower() in lowered for name in item.target_names)
+            named.append(names)
+        if len(item.targets) == 1 and len(masks) == 1:
+            calibration.append((scores[0], iou))
         records.append(
             {
                 "id": item.id,
@@ -133,6 +139,8 @@ def evaluate(
                 "iou": round(iou, 5),
                 "num_pred": int(len(masks)),
                 "num_gt": len(item.targets),
+                "scores": scores,
+                "names_targets": names,
                 "_masks": masks,
                 "_item": item,
             }
@@ -152,10 +160,26 @@ def evaluate(
             "count": len(multi),
         },
         "names_targets": _rate(named),
+        "score_calibration": _calibration(calibration),
         "latency_ms_median": 1000 * statistics.median(latencies) if latencies else None,
         "samples": [{k: v for k, v in r.items() if not k.startswith("_")} for r in records],
     }
     return report, records
+
+
+def _calibration(pairs: list[tuple[float, float]]) -> dict[str, float | int | None]:
+    """How well the heads' mask scores predict the IoU their masks reach, over samples with one
+    target and one predicted mask: Pearson correlation and mean absolute error."""
+    if len(pairs) < 2:
+        return {"pearson": None, "mean_abs_error": None, "count": len(pairs)}
+    scores, ious = np.array(pairs).T
+    spread = scores.std() * ious.std()
+    covariance = ((scores - scores.mean()) * (ious - ious.mean())).mean()
+    return {
+        "pearson": float(covariance / spread) if spread > 0 else None,
+        "mean_abs_error": float(np.abs(scores - ious).mean()),
+        "count": len(pairs),
+    }
 
 
 def _rate(flags: list[bool]) -> dict[str, float | int | None]:
