@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from pixelreason.data.schema import SegSample
+from pixelreason.data.templates import pick
 from pixelreason.data.world.categories import CATEGORIES, Category
 from pixelreason.data.world.queries import short_name
 from pixelreason.data.world.scene import SceneObject, generate_scene
@@ -50,13 +51,9 @@ def _listed(objects: list[SceneObject]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
-    return options[int(rng.integers(len(options)))]
-
-
 def _ask_presence(rng: np.random.Generator, category: Category) -> str:
     a_name = f"{category.article} {category.name}"
-    return _pick(rng, PRESENCE_QUESTIONS).format(a_name=a_name, plural=category.plural)
+    return pick(rng, PRESENCE_QUESTIONS).format(a_name=a_name, plural=category.plural)
 
 
 def vqa_sample(rng: np.random.Generator, size: int = 128) -> SegSample:
@@ -68,7 +65,7 @@ def vqa_sample(rng: np.random.Generator, size: int = 128) -> SegSample:
     if kind == "look" and not coloured:
         kind = "inventory"
     if kind == "inventory":
-        question = _pick(rng, INVENTORY_QUESTIONS)
+        question = pick(rng, INVENTORY_QUESTIONS)
         answer = f"I see {_listed(scene.objects)}."
     elif kind == "presence" and rng.random() < 0.5:
         absent = [c for c in CATEGORIES if c.name not in present]
@@ -86,6 +83,6 @@ def vqa_sample(rng: np.random.Generator, size: int = 128) -> SegSample:
         else:
             several = len(instances) > 1
             templates = LOOK_QUESTIONS_PLURAL if several else LOOK_QUESTIONS
-            question = _pick(rng, templates).format(name=name, plural=category.plural)
+            question = pick(rng, templates).format(name=name, plural=category.plural)
             answer = f"{'They are' if several else 'It is'} {_listed(instances)}."
     return SegSample(scene.image, [Turn(question, answer)], [], semantic=scene.semantic_map())
