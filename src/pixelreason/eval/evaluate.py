@@ -173,10 +173,9 @@ def _calibration(pairs: list[tuple[float, float]]) -> dict[str, float | int | No
     if len(pairs) < 2:
         return {"pearson": None, "mean_abs_error": None, "count": len(pairs)}
     scores, ious = np.array(pairs).T
-    spread = scores.std() * ious.std()
-    covariance = ((scores - scores.mean()) * (ious - ious.mean())).mean()
+    varies = scores.std() > 0 and ious.std() > 0
     return {
-        "pearson": float(covariance / spread) if spread > 0 else None,
+        "pearson": float(np.corrcoef(scores, ious)[0, 1]) if varies else None,
         "mean_abs_error": float(np.abs(scores - ious).mean()),
         "count": len(pairs),
     }

@@ -23,7 +23,6 @@ from pixelreason.data.world.scene import Scene, SceneObject, generate_scene
 from pixelreason.data.world.vqa import vqa_sample
 
 __all__ = [
-    "vqa_sample",
     "CATEGORIES",
     "FACTS",
     "KINDS",
@@ -44,4 +43,5 @@ __all__ = [
     "seen_facts",
     "stream",
     "text_qa_samples",
+    "vqa_sample",
 ]
