@@ -11,6 +11,7 @@ from conftest import fresh_tiny, training_samples
 
 from pixelreason.config import preset
 from pixelreason.data.schema import SegSample
+from pixelreason.errors import InputError
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.train.lora import LoraSettings, apply_lora, has_lora, merge_lora
 from pixelreason.train.losses import LossWeights
@@ -127,3 +128,22 @@ def test_recipe_init_warm_starts_a_new_head_from_a_trained_model(tmp_path: Path)
     # The PixelLLM head's own modules (location MLP, prompt encoder) keep their random init.
     head_only = [k for k in ours if k.startswith("head.") and k not in theirs]
     assert head_only
+
+
+def test_recipe_init_skip_keeps_named_modules_fresh(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = PixelReasonModel.from_config(preset("tiny"))
+    source.save_pretrained(tmp_path / "src")
+    skip = ["backbone.model.model.vision_tower", "backbone.model.model.multi_modal_projector"]
+    model = build_model(
+        {"preset": "tiny", "seed": 1, "init": str(tmp_path / "src"), "init_skip": skip}
+    )
+    theirs, ours = source.state_dict(), model.state_dict()
+    for key in ours:
+        same = torch.equal(ours[key], theirs[key])
+        if key.startswith(tuple(skip)) and ours[key].numel() > 1 and ours[key].std() > 0:
+            assert not same, key  # random init differs from the source's
+        elif not key.startswith(tuple(skip)):
+            assert same, key
+    with pytest.raises(InputError, match="init_skip"):
+        build_model({"preset": "tiny", "init": str(tmp_path / "src"), "init_skip": "vision"})

@@ -127,3 +127,36 @@ def test_recipes_override_preset_fields(tmp_path) -> None:
     assert model.config.vision_stem == "conv" and model.probe.classes == 4
     with pytest.raises(InputError, match="unknown preset overrides"):
         build_model({"preset": "tiny", "colour": "red"})
+
+
+def test_vision_feature_norm_bounds_the_llm_image_features(tmp_path) -> None:
+    """With the norm on, blowing up the tower's residual stream leaves the projector's input
+    unit-scale (the failure `normalise_vision_features` guards against); saved and loaded
+    models keep it, and the state dict keeps LLaVA's names."""
+    config = tiny()
+    torch.manual_seed(0)
+    plain = PixelReasonModel.from_config(copy.deepcopy(config))
+    config.vision_feature_norm = True
+    torch.manual_seed(0)
+    normed = PixelReasonModel.from_config(config)
+    assert list(normed.state_dict()) == list(plain.state_dict())
+    pixels = torch.rand(2, 3, config.backbone_image_size, config.backbone_image_size)
+    seen = {}
+    for name, model in (("plain", plain), ("normed", normed)):
+        projector = model.backbone.model.model.multi_modal_projector
+        hook = projector.register_forward_pre_hook(lambda _m, a, n=name: seen.__setitem__(n, a[0]))
+        with torch.no_grad():
+            for layer in model.backbone.model.model.vision_tower.encoder.layers:
+                layer.mlp.fc2.bias.add_(1000.0)  # a runaway residual stream
+            model.backbone.encode_image(pixels)
+        hook.remove()
+    assert seen["plain"].abs().mean() > 100
+    # The norm's pre-hook runs before ours is registered, so ours sees its output.
+    assert seen["normed"].pow(2).mean(-1).sqrt().max() < 2.0
+    normed.save_pretrained(tmp_path / "m")
+    loaded = PixelReasonModel.from_pretrained(tmp_path / "m")
+    assert loaded.config.vision_feature_norm
+    with torch.no_grad():
+        assert torch.allclose(
+            loaded.backbone.encode_image(pixels), normed.backbone.encode_image(pixels), atol=1e-5
+        )

@@ -51,6 +51,9 @@ class ModelConfig:
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
     vision_stem: str = "patch"
+    #: Normalise the vision features before the projector with the tower's final LayerNorm
+    #: (`normalise_vision_features`): for towers trained from scratch, off for public LLaVA.
+    vision_feature_norm: bool = False
     #: Preset this config came from (informational).
     preset: str | None = None
     format_version: int = FORMAT_VERSION

@@ -44,9 +44,12 @@ class ConvStem(nn.Module):
         return self.proj(self.body(pixel_values))
 
 
-def build_llava(config: dict, stem: str = "patch") -> LlavaForConditionalGeneration:
+def build_llava(
+    config: dict, stem: str = "patch", feature_norm: bool = False
+) -> LlavaForConditionalGeneration:
     """A randomly initialised LLaVA model from a `LlavaConfig` dict, with the given vision
-    stem ("patch": CLIP's own; "conv": `ConvStem`)."""
+    stem ("patch": CLIP's own; "conv": `ConvStem`), and with `feature_norm` the vision
+    features normalised before the projector (`normalise_vision_features`)."""
     if stem not in STEMS:
         raise ValueError(f"unknown vision stem {stem!r}; choose from {STEMS}")
     model = LlavaForConditionalGeneration(LlavaConfig.from_dict(config))
@@ -54,7 +57,34 @@ def build_llava(config: dict, stem: str = "patch") -> LlavaForConditionalGenerat
         vision = model.config.vision_config
         embeddings = model.model.vision_tower.embeddings
         embeddings.patch_embedding = ConvStem(vision.hidden_size, vision.patch_size)
+    if feature_norm:
+        normalise_vision_features(model)
     return model
+
+
+def normalise_vision_features(model: LlavaForConditionalGeneration) -> None:
+    """Make the projector read the selected vision features through the vision tower's final
+    LayerNorm (`post_layernorm`, which LLaVA otherwise leaves to the unused class-token output).
+
+    LLaVA feeds the projector a raw hidden state of the tower (by default the penultimate one),
+    fine for a pretrained CLIP. A tower trained from scratch beside the LLM can let that
+    residual stream grow without bound: in our first default model it reached norms near 1e4,
+    the image tokens became nearly constant and object colour and category could no longer be
+    read from them (`benchmarks/vision_probe.py`). The norm keeps LLaVA's state-dict layout
+    (it is a forward pre-hook on the projector), so checkpoints and warm starts are unchanged.
+    """
+    vision = model.model.vision_tower
+    norm = getattr(getattr(vision, "vision_model", vision), "post_layernorm", None)
+    if not isinstance(norm, nn.Module):
+        raise ValueError(
+            f"vision_feature_norm needs a vision tower with a post_layernorm; "
+            f"{type(vision).__name__} has none"
+        )
+
+    def _normalise(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (norm(args[0]), *args[1:])
+
+    model.model.multi_modal_projector.register_forward_pre_hook(_normalise)
 
 
 @dataclass

@@ -171,7 +171,9 @@ class PixelReasonModel(nn.Module):
         llava["text_config"] = {**llava["text_config"], "vocab_size": len(tokenizer)}
         llava["image_token_id"] = token_id(tokenizer, IMAGE_TOKEN)
         config.llava = LlavaConfig.from_dict(llava).to_dict()
-        backbone = Backbone(build_llava(config.llava, config.vision_stem))
+        backbone = Backbone(
+            build_llava(config.llava, config.vision_stem, config.vision_feature_norm)
+        )
         head = build_head(config.head, backbone, config.sam, config.head_args)
         preprocessor = _make_preprocessor(
             config,
@@ -250,7 +252,8 @@ class PixelReasonModel(nn.Module):
                 f"cannot load tokenizer/processors from {directory}: {exc}"
             ) from exc
         try:
-            backbone = Backbone(build_llava(config.llava, config.vision_stem))
+            llava = build_llava(config.llava, config.vision_stem, config.vision_feature_norm)
+            backbone = Backbone(llava)
             head = build_head(config.head, backbone, config.sam, config.head_args)
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"invalid model config in {directory}: {exc}") from exc
@@ -297,12 +300,14 @@ class PixelReasonModel(nn.Module):
                 f"weights in {path} lack {len(missing)} tensors, e.g. {', '.join(missing[:3])}"
             )
 
-    def warm_start(self, source: PixelReasonModel) -> dict[str, int]:
+    def warm_start(self, source: PixelReasonModel, skip: Sequence[str] = ()) -> dict[str, int]:
         """Copy every weight `source` shares with this model, e.g. a trained LISA model's
         backbone and SAM into a fresh SAM4MLLM or PixelLLM model (the papers start from
         pretrained LLaVA and SAM). Tensors match by name and shape; token embeddings and the
         vocabulary head are copied row by row for the tokens both tokenizers share, so
-        head-specific tokens keep their fresh initialisation. Returns what was copied."""
+        head-specific tokens keep their fresh initialisation. Tensors whose names start with
+        one of `skip` (e.g. "backbone.model.model.vision_tower") stay fresh too. Returns what
+        was copied."""
         own_vocab = self.preprocessor.tokenizer.get_vocab()
         their_vocab = source.preprocessor.tokenizer.get_vocab()
         shared = [(i, their_vocab[t]) for t, i in own_vocab.items() if t in their_vocab]
@@ -319,7 +324,7 @@ class PixelReasonModel(nn.Module):
         counts = {"copied": 0, "vocab_rows": len(shared), "fresh": 0}
         with torch.no_grad():
             for name, tensor in self.state_dict().items():
-                other = theirs.get(name)
+                other = None if name.startswith(tuple(skip)) else theirs.get(name)
                 if other is None or other.shape[1:] != tensor.shape[1:]:
                     counts["fresh"] += 1
                 elif tensor.data_ptr() in vocab_storage:

@@ -89,10 +89,13 @@ def load_recipe(path: str | Path) -> Recipe:
 def build_model(spec: dict[str, Any]) -> PixelReasonModel:
     """The recipe's model: a preset (any other keys override its `ModelConfig` fields, e.g.
     `vision_stem: patch`; `init` names a trained model, bundled or a directory, whose shared
-    weights it starts from), a saved model to continue (`from`) or public components."""
+    weights it starts from, except those under the name prefixes listed in `init_skip`), a
+    saved model to continue (`from`) or public components."""
     if "preset" in spec:
         config = preset(spec["preset"])
-        overrides = {k: v for k, v in spec.items() if k not in ("preset", "seed", "init")}
+        overrides = {
+            k: v for k, v in spec.items() if k not in ("preset", "seed", "init", "init_skip")
+        }
         known = {f.name for f in fields(config)} - {"llava", "sam", "preset", "format_version"}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -103,7 +106,10 @@ def build_model(spec: dict[str, Any]) -> PixelReasonModel:
         model = PixelReasonModel.from_config(config)
         if spec.get("init"):
             source, description = load_model(spec["init"])
-            counts = model.warm_start(source)
+            skip = spec.get("init_skip") or []
+            if not isinstance(skip, list) or not all(isinstance(p, str) for p in skip):
+                raise InputError("model: init_skip must be a list of parameter-name prefixes")
+            counts = model.warm_start(source, skip)
             print(
                 f"warm start from {description}: {counts['copied']} tensors copied "
                 f"({counts['vocab_rows']} shared vocabulary rows), {counts['fresh']} fresh"
