@@ -131,10 +131,14 @@ def _unique_descriptions(scene: Scene, index: int) -> list[str]:
     return found
 
 
+def english_list(parts: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _join(names: Sequence[str]) -> str:
     """'the a <SEG>, the b <SEG> and the c <SEG>'."""
-    parts = [f"the {n} {SEG}" for n in names]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return english_list([f"the {n} {SEG}" for n in names])
 
 
 def _be(category: Category | None) -> str:

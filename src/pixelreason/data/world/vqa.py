@@ -15,7 +15,7 @@ import numpy as np
 from pixelreason.data.schema import SegSample
 from pixelreason.data.templates import pick
 from pixelreason.data.world.categories import CATEGORIES, Category
-from pixelreason.data.world.queries import short_name
+from pixelreason.data.world.queries import english_list, short_name
 from pixelreason.data.world.scene import SceneObject, generate_scene
 from pixelreason.prompting import Turn
 
@@ -47,8 +47,7 @@ TYPES = {"look": 0.45, "inventory": 0.3, "presence": 0.25}
 def _listed(objects: list[SceneObject]) -> str:
     """'the a, the b and the c', left to right."""
     ordered = sorted(objects, key=lambda o: o.centre[0])
-    parts = [f"the {short_name(o)}" for o in ordered]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return english_list([f"the {short_name(o)}" for o in ordered])
 
 
 def _ask_presence(rng: np.random.Generator, category: Category) -> str:
