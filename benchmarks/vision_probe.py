@@ -70,6 +70,7 @@ def object_features(
 
 def probe_accuracy(features: Sequence[torch.Tensor], labels: Sequence[str], steps: int) -> float:
     """Held-out accuracy of a softmax regression on standardised features (last quarter)."""
+    torch.manual_seed(0)
     x = torch.stack(list(features)).float()
     classes = sorted(set(labels))
     y = torch.tensor([classes.index(label) for label in labels])
@@ -100,7 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-area", type=int, default=20, help="skip objects under N pixels")
     parser.add_argument("--steps", type=int, default=400, help="probe optimiser steps")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
     models = args.model or ["default", "random:small"]
     print("| model | image-token norm | features | colour acc | category acc |")
     print("|---|---|---|---|---|")
