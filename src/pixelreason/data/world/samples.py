@@ -87,6 +87,8 @@ class WorldSample:
         history_masks: per earlier turn, HxW bool masks of that turn's SEGs.
         ignore_mask: HxW bool pixels to leave out of evaluation, or None.
         semantic: HxW int16 class map of the scene (`Scene.semantic_map`), for training.
+        scene: the generated scene itself (objects with category, colour, pattern, mask),
+            for analyses that need more than the masks.
     """
 
     id: str
@@ -101,6 +103,7 @@ class WorldSample:
     history_masks: list[list[np.ndarray]] = field(default_factory=list)
     ignore_mask: np.ndarray | None = None
     semantic: np.ndarray | None = None
+    scene: Scene | None = field(default=None, repr=False, compare=False)
 
     @property
     def question(self) -> str:
@@ -131,6 +134,7 @@ def _to_sample(sample_id: str, scene: Scene, query: Query) -> WorldSample:
         fact_ids=list(query.fact_ids),
         history_masks=history,
         semantic=scene.semantic_map(),
+        scene=scene,
     )
 
 
