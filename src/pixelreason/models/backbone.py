@@ -68,10 +68,11 @@ def normalise_vision_features(model: LlavaForConditionalGeneration) -> None:
 
     LLaVA feeds the projector a raw hidden state of the tower (by default the penultimate one),
     fine for a pretrained CLIP. A tower trained from scratch beside the LLM can let that
-    residual stream grow without bound: in our first default model it reached norms near 1e4,
-    the image tokens became nearly constant and object colour and category could no longer be
-    read from them (`benchmarks/vision_probe.py`). The norm keeps LLaVA's state-dict layout
-    (it is a forward pre-hook on the projector), so checkpoints and warm starts are unchanged.
+    residual stream grow without bound: in our first default model the projected image tokens
+    reached norms of 6e4, became nearly constant, and object colour and category could no
+    longer be read from them (`benchmarks/vision_probe.py`). The norm keeps LLaVA's state-dict
+    layout (it is a forward pre-hook on the projector), so checkpoints and warm starts are
+    unchanged.
     """
     vision = model.model.vision_tower
     norm = getattr(getattr(vision, "vision_model", vision), "post_layernorm", None)

@@ -171,9 +171,7 @@ class PixelReasonModel(nn.Module):
         llava["text_config"] = {**llava["text_config"], "vocab_size": len(tokenizer)}
         llava["image_token_id"] = token_id(tokenizer, IMAGE_TOKEN)
         config.llava = LlavaConfig.from_dict(llava).to_dict()
-        backbone = Backbone(
-            build_llava(config.llava, config.vision_stem, config.vision_feature_norm)
-        )
+        backbone = _build_backbone(config)
         head = build_head(config.head, backbone, config.sam, config.head_args)
         preprocessor = _make_preprocessor(
             config,
@@ -252,8 +250,7 @@ class PixelReasonModel(nn.Module):
                 f"cannot load tokenizer/processors from {directory}: {exc}"
             ) from exc
         try:
-            llava = build_llava(config.llava, config.vision_stem, config.vision_feature_norm)
-            backbone = Backbone(llava)
+            backbone = _build_backbone(config)
             head = build_head(config.head, backbone, config.sam, config.head_args)
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"invalid model config in {directory}: {exc}") from exc
@@ -613,6 +610,11 @@ class PixelReasonModel(nn.Module):
             scores=prediction.scores[0].float().cpu(),
             extras=extras,
         )
+
+
+def _build_backbone(config: ModelConfig) -> Backbone:
+    """A randomly initialised backbone of the config's architecture (weights loaded later)."""
+    return Backbone(build_llava(config.llava, config.vision_stem, config.vision_feature_norm))
 
 
 def _make_preprocessor(
