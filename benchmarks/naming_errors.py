@@ -19,6 +19,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from pixelreason.data.world import CATEGORIES
 from pixelreason.data.world.samples import WorldSample, generate_sample
 
@@ -33,9 +35,7 @@ def classify(answer: str, sample: WorldSample) -> str:
         return "exact name"
     if name.split()[-1] not in answer:
         return "wrong category"
-    target = next(
-        o for o in sample.scene.objects if (o.mask & sample.target_masks[0]).sum() == o.area
-    )
+    target = next(o for o in sample.scene.objects if np.array_equal(o.mask, sample.target_masks[0]))
     said = [c for c in COLOURS if re.search(rf"\b{c}\b", answer)]
     if not said or said[0] == target.colour:
         return "right category and colour, other words"

@@ -36,6 +36,7 @@ def object_features(
     model.eval()
     backbone, size = model.backbone, model.config.backbone_image_size
     grid = backbone.grid_size
+    cell = size // grid
     ids = model.preprocessor.encode([Turn("What is in the picture?")]).input_ids[None]
     image_positions = (ids[0] == backbone.image_token_id).nonzero().flatten()
     feats: dict[str, list[torch.Tensor]] = collections.defaultdict(list)
@@ -56,7 +57,6 @@ def object_features(
             for obj in scene.objects:
                 if obj.area < min_area:
                     continue
-                cell = size // grid
                 cover = obj.mask.reshape(grid, cell, grid, cell).mean(axis=(1, 3)).reshape(-1)
                 weights = torch.from_numpy(cover / cover.sum()).float()
                 feats["object mean RGB"].append(torch.from_numpy(rgb[obj.mask].mean(0)))

@@ -86,9 +86,8 @@ class WorldSample:
         texts: 1-3 self-contained phrasings of the request (texts[0] is canonical).
         history_masks: per earlier turn, HxW bool masks of that turn's SEGs.
         ignore_mask: HxW bool pixels to leave out of evaluation, or None.
-        semantic: HxW int16 class map of the scene (`Scene.semantic_map`), for training.
         scene: the generated scene itself (objects with category, colour, pattern, mask),
-            for analyses that need more than the masks.
+            for training aids and analyses that need more than the masks.
     """
 
     id: str
@@ -102,8 +101,12 @@ class WorldSample:
     fact_ids: list[str] = field(default_factory=list)
     history_masks: list[list[np.ndarray]] = field(default_factory=list)
     ignore_mask: np.ndarray | None = None
-    semantic: np.ndarray | None = None
     scene: Scene | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def semantic(self) -> np.ndarray | None:
+        """HxW int16 class map of the scene (`Scene.semantic_map`), for training."""
+        return None if self.scene is None else self.scene.semantic_map()
 
     @property
     def question(self) -> str:
@@ -133,7 +136,6 @@ def _to_sample(sample_id: str, scene: Scene, query: Query) -> WorldSample:
         texts=list(query.texts),
         fact_ids=list(query.fact_ids),
         history_masks=history,
-        semantic=scene.semantic_map(),
         scene=scene,
     )
 
