@@ -16,7 +16,9 @@ from pixelreason.data.mixing import MixConfig, WorldMixture
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world, result_grid
 from pixelreason.tokens import SEG_TOKEN
-from pixelreason.train.recipe import load_recipe
+from pixelreason.train.recipe import load_recipe, preset_config
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 
 
 def test_mixture_follows_rates_and_is_deterministic() -> None:
@@ -56,6 +58,22 @@ def test_recipe_validation(tmp_path: Path) -> None:
     path.write_text("model: [1, 2\n")
     with pytest.raises(InputError, match="not valid YAML"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_shipped_recipes_parse_and_name_known_fields(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.train.steps > 0 and sum(recipe.data.rates.values()) > 0
+    if "preset" not in recipe.model:
+        return
+    config = preset_config(recipe.model)
+    for key in set(recipe.model) - {"preset", "seed", "init", "init_skip"}:
+        assert getattr(config, key) == recipe.model[key]
+
+
+def test_unknown_preset_override_is_refused() -> None:
+    with pytest.raises(InputError, match="unknown preset overrides"):
+        preset_config({"preset": "tiny", "vision_norm": True})
 
 
 def test_eval_report_schema_and_grid(tmp_path: Path) -> None:

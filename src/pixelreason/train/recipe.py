@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from pixelreason.api import Segmenter
-from pixelreason.config import preset
+from pixelreason.config import ModelConfig, preset
 from pixelreason.data.mixing import MixConfig, WorldMixture
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world
@@ -86,22 +86,27 @@ def load_recipe(path: str | Path) -> Recipe:
     )
 
 
+def preset_config(spec: dict[str, Any]) -> ModelConfig:
+    """The `ModelConfig` of a recipe's `model: {preset: ..., FIELD: VALUE}`: the named preset
+    with the other keys (except `seed`, `init`, `init_skip`) overriding its fields."""
+    config = preset(spec["preset"])
+    overrides = {k: v for k, v in spec.items() if k not in ("preset", "seed", "init", "init_skip")}
+    known = {f.name for f in fields(config)} - {"llava", "sam", "preset", "format_version"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InputError(f"model: unknown preset overrides {unknown}; known: {sorted(known)}")
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
 def build_model(spec: dict[str, Any]) -> PixelReasonModel:
     """The recipe's model: a preset (any other keys override its `ModelConfig` fields, e.g.
     `vision_stem: patch`; `init` names a trained model, bundled or a directory, whose shared
     weights it starts from, except those under the name prefixes listed in `init_skip`), a
     saved model to continue (`from`) or public components."""
     if "preset" in spec:
-        config = preset(spec["preset"])
-        overrides = {
-            k: v for k, v in spec.items() if k not in ("preset", "seed", "init", "init_skip")
-        }
-        known = {f.name for f in fields(config)} - {"llava", "sam", "preset", "format_version"}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise InputError(f"model: unknown preset overrides {unknown}; known: {sorted(known)}")
-        for key, value in overrides.items():
-            setattr(config, key, value)
+        config = preset_config(spec)
         torch.manual_seed(int(spec.get("seed", 0)))
         model = PixelReasonModel.from_config(config)
         if spec.get("init"):
