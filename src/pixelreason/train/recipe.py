@@ -86,11 +86,15 @@ def load_recipe(path: str | Path) -> Recipe:
     )
 
 
+#: Keys of a recipe's `model` section that are not `ModelConfig` fields.
+SPEC_KEYS = ("preset", "seed", "init", "init_skip")
+
+
 def preset_config(spec: dict[str, Any]) -> ModelConfig:
     """The `ModelConfig` of a recipe's `model: {preset: ..., FIELD: VALUE}`: the named preset
-    with the other keys (except `seed`, `init`, `init_skip`) overriding its fields."""
+    with the other keys (all but `SPEC_KEYS`) overriding its fields."""
     config = preset(spec["preset"])
-    overrides = {k: v for k, v in spec.items() if k not in ("preset", "seed", "init", "init_skip")}
+    overrides = {k: v for k, v in spec.items() if k not in SPEC_KEYS}
     known = {f.name for f in fields(config)} - {"llava", "sam", "preset", "format_version"}
     unknown = sorted(set(overrides) - known)
     if unknown:
