@@ -111,13 +111,13 @@ def build_model(spec: dict[str, Any]) -> PixelReasonModel:
     saved model to continue (`from`) or public components."""
     if "preset" in spec:
         config = preset_config(spec)
+        skip = spec.get("init_skip") or []
+        if not isinstance(skip, list) or not all(isinstance(p, str) for p in skip):
+            raise InputError("model: init_skip must be a list of parameter-name prefixes")
         torch.manual_seed(int(spec.get("seed", 0)))
         model = PixelReasonModel.from_config(config)
         if spec.get("init"):
             source, description = load_model(spec["init"])
-            skip = spec.get("init_skip") or []
-            if not isinstance(skip, list) or not all(isinstance(p, str) for p in skip):
-                raise InputError("model: init_skip must be a list of parameter-name prefixes")
             counts = model.warm_start(source, skip)
             print(
                 f"warm start from {description}: {counts['copied']} tensors copied "
