@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import fresh_tiny
 
 from pixelreason.api import Segmenter
@@ -15,6 +16,7 @@ from pixelreason.cli import main
 from pixelreason.data.mixing import MixConfig, WorldMixture
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world, result_grid
+from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.tokens import SEG_TOKEN
 from pixelreason.train.recipe import SPEC_KEYS, load_recipe, preset_config
 
@@ -117,6 +119,35 @@ def test_cli_world_train_eval_round_trip(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["count"] == 3 and report["split"] == "val"
     assert (tmp_path / "eval" / "grid.png").is_file()
+
+
+def test_cli_trains_recipes_as_stages(tmp_path: Path, capsys) -> None:
+    first, second = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    body = "data: {image_size: 64}\ntrain: {steps: 2, batch_size: 2, log_every: 1}\n"
+    first.write_text(f"model: {{preset: tiny}}\n{body}out: {tmp_path / 'one'}\n")
+    second.write_text(
+        f"model: {{preset: tiny, init: {tmp_path / 'one' / 'model'}}}\n{body}"
+        f"out: {tmp_path / 'two'}\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: {preset: tiny}\ntrain: {stepz: 2}\n")
+    # Every stage is parsed first: a mistake in the last one stops the run before training.
+    assert main(["train", str(first), str(broken)]) == 2
+    assert "stepz" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()
+    assert main(["train", str(first), str(second), "--steps", "3"]) == 2
+    assert main(["train", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "stage 2/2" in out and "warm start from" in out
+    one = PixelReasonModel.from_pretrained(tmp_path / "one" / "model")
+    two = PixelReasonModel.from_pretrained(tmp_path / "two" / "model")
+    changed = [k for k, v in one.state_dict().items() if not torch.equal(v, two.state_dict()[k])]
+    assert changed  # stage 2 trained on from stage 1's weights
+    # A rerun finds both stages finished and trains nothing more.
+    assert main(["train", str(first), str(second)]) == 0
+    again = PixelReasonModel.from_pretrained(tmp_path / "two" / "model")
+    for name, value in two.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
 
 
 def test_score_calibration_is_pearson_and_mean_abs_error() -> None:

@@ -76,15 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(chat)
     trainer = commands.add_parser(
         "train",
-        help="train a model from a YAML recipe (resumes if interrupted)",
+        help="train a model from YAML recipes (resumes if interrupted)",
         description="Train by RECIPE (see recipes/*.yaml). Progress bar with loss and "
         "throughput; checkpoints under OUT/checkpoint are written atomically and a rerun "
         "resumes from them; the final model goes to OUT/model, the curve to OUT/curve.png. "
+        "Several recipes run in order, as stages: a stage whose `init` names the previous "
+        "stage's OUT/model continues from it, and a rerun resumes at the unfinished stage. "
         "Runs on one CPU process, or on many GPUs with `accelerate launch -m pixelreason.cli`.",
     )
-    trainer.add_argument("recipe", help="YAML recipe file")
-    trainer.add_argument("--out", default=None, help="output directory (default: the recipe's)")
-    trainer.add_argument("--steps", type=int, default=None, help="override train.steps")
+    trainer.add_argument("recipe", nargs="+", help="YAML recipe files, run in this order")
+    trainer.add_argument(
+        "--out", default=None, help="output directory (default: the recipe's; one recipe only)"
+    )
+    trainer.add_argument(
+        "--steps", type=int, default=None, help="override train.steps (one recipe only)"
+    )
 
     evaluator = commands.add_parser(
         "eval",
@@ -321,13 +327,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from pixelreason.errors import InputError
     from pixelreason.train.recipe import load_recipe, run_recipe
 
-    recipe = load_recipe(args.recipe)
-    if args.steps is not None:
-        recipe.train.steps = args.steps
-    result = run_recipe(recipe, args.out)
-    print(f"trained {result.steps} steps; model in {result.final_dir}")
+    if len(args.recipe) > 1 and (args.out is not None or args.steps is not None):
+        raise InputError("--out and --steps apply to one recipe; set them in each stage's file")
+    # Every file is checked before the first stage starts, so a typo in the last stage does
+    # not surface hours later.
+    recipes = [load_recipe(path) for path in args.recipe]
+    for number, (path, recipe) in enumerate(zip(args.recipe, recipes, strict=True), start=1):
+        if len(recipes) > 1:
+            print(f"stage {number}/{len(recipes)}: {path}")
+        if args.steps is not None:
+            recipe.train.steps = args.steps
+        result = run_recipe(recipe, args.out)
+        print(f"trained {result.steps} steps; model in {result.final_dir}")
     return 0
 
 
