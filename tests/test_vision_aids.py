@@ -94,6 +94,22 @@ def test_aided_model_trains_saves_and_loads(tmp_path) -> None:
     assert first.loss.item() == pytest.approx(second.loss.item(), rel=1e-5)
 
 
+def test_backbone_only_probe_leaves_the_mask_encoder_alone() -> None:
+    config = tiny()
+    config.probe_classes, config.probe_mask_head = 3, False
+    model = PixelReasonModel.from_config(config)
+    assert model.probe.head is None
+    samples = training_samples()
+    _, red, blue = scene()
+    for sample in samples:
+        sample.semantic = (red + 2 * blue).astype(np.int16)
+    out = model(model.collate(samples), LossWeights(text=0.0, mask=0.0, probe=1.0))
+    out.loss.backward()
+    assert model.probe.backbone.weight.grad.abs().sum() > 0
+    sam_encoder = model.head.sam.sam.vision_encoder
+    assert all(p.grad is None or not p.grad.any() for p in sam_encoder.parameters())
+
+
 def test_probe_loss_falls_when_trained_alone() -> None:
     model = aided_tiny()
     samples = copy.deepcopy(training_samples())

@@ -48,6 +48,8 @@ class ModelConfig:
     max_new_tokens: int = 64
     #: Classes of the auxiliary vision probes (`pixelreason.models.probe`), 0 for none.
     probe_classes: int = 0
+    #: Probe the mask head's image embedding too (SAM heads), not only the LLM's image features.
+    probe_mask_head: bool = True
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
     vision_stem: str = "patch"

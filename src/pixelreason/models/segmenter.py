@@ -152,7 +152,9 @@ class PixelReasonModel(nn.Module):
             self.probe = VisionProbe(
                 config.probe_classes,
                 backbone.hidden_size,
-                head.sam.prompt_dim if isinstance(head, SamHead) else None,
+                head.sam.prompt_dim
+                if isinstance(head, SamHead) and config.probe_mask_head
+                else None,
             )
 
     # -- construction -------------------------------------------------------------------------
