@@ -44,6 +44,28 @@ def test_every_source_collates_into_a_tiny_batch() -> None:
         assert batch.input_ids.shape[0] == 4
 
 
+def test_multiturn_samples_can_be_asked_as_the_benchmark_asks_them() -> None:
+    plain = WorldMixture(MixConfig(rates={"reason": 1}, image_size=64))
+    joined = WorldMixture(MixConfig(rates={"reason": 1}, image_size=64, multiturn_joined=1.0))
+    found = 0
+    for index in range(60):
+        a, b = plain(index), joined(index)
+        if len(a.turns) == 1:  # other kinds: the very same sample
+            assert a.turns == b.turns and len(a.masks) == len(b.masks)
+            continue
+        found += 1
+        first, last = a.turns[0], a.turns[-1]
+        assert len(b.turns) == 1 and b.turns[0].assistant == last.assistant
+        # Both questions in one, the follow-up last; only the last answer's masks remain.
+        asked = b.turns[0].user
+        assert asked.endswith(last.user) and first.user.rstrip("?.").lower() in asked.lower()
+        assert len(b.masks) == last.assistant.count(SEG_TOKEN) < len(a.masks)
+        assert np.array_equal(b.masks[-1], a.masks[-1])
+    assert found >= 3
+    with pytest.raises(ValueError, match="multiturn_joined"):
+        MixConfig(multiturn_joined=1.5)
+
+
 def test_unknown_sources_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown data sources"):
         MixConfig(rates={"memes": 1})

@@ -51,6 +51,10 @@ class MixConfig:
     image_size: int = 128
     #: Probability that a semantic-segmentation question asks for an absent category.
     absent_rate: float = 0.1
+    #: Share of multi-turn reasoning samples given as one turn instead: both questions joined
+    #: as the ReasonSeg export writes them (`texts[0]`, what `pixelreason eval` asks), with the
+    #: last answer and its masks. 0 keeps every multi-turn sample a conversation.
+    multiturn_joined: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.rates) - set(SOURCES))
@@ -58,6 +62,8 @@ class MixConfig:
             raise ValueError(f"unknown data sources {unknown}; choose from {list(SOURCES)}")
         if sum(self.rates.values()) <= 0:
             raise ValueError("data rates must have a positive sum")
+        if not 0.0 <= self.multiturn_joined <= 1.0:
+            raise ValueError(f"multiturn_joined must be in [0, 1], got {self.multiturn_joined}")
 
 
 def world_to_seg(sample: WorldSample) -> SegSample:
@@ -68,6 +74,17 @@ def world_to_seg(sample: WorldSample) -> SegSample:
         image=sample.image,
         turns=[Turn(user, assistant) for user, assistant in sample.conversation],
         masks=[_uint8(m, ignore) for m in masks],
+        semantic=sample.semantic,
+    )
+
+
+def joined_to_seg(sample: WorldSample) -> SegSample:
+    """A multi-turn sample as one turn, the way benchmark files ask it: the earlier questions
+    and the follow-up joined (`texts[0]`), answered by the last answer with its masks only."""
+    return SegSample(
+        image=sample.image,
+        turns=[Turn(sample.texts[0], sample.answer)],
+        masks=[_uint8(m, sample.ignore_mask) for m in sample.target_masks],
         semantic=sample.semantic,
     )
 
@@ -106,11 +123,14 @@ class WorldMixture:
             return vqa_sample(rng, size=self.config.image_size)
         kinds = REFERRING_KINDS if source == "refer" else REASONING_KINDS
         kind = kinds[int(rng.integers(len(kinds)))]
-        return world_to_seg(
-            generate_sample(
-                self.config.seed, "train", index, size=self.config.image_size, kind=kind
-            )
+        sample = generate_sample(
+            self.config.seed, "train", index, size=self.config.image_size, kind=kind
         )
+        # The extra draw happens only when asked for, so existing recipes keep their samples.
+        joined = self.config.multiturn_joined
+        if sample.history_masks and joined > 0 and rng.random() < joined:
+            return joined_to_seg(sample)
+        return world_to_seg(sample)
 
     def _semantic(self, rng: np.random.Generator) -> SegSample:
         """ "Segment the {class}": one binary mask, the union of the class's instances."""
