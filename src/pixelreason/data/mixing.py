@@ -66,25 +66,19 @@ class MixConfig:
             raise ValueError(f"multiturn_joined must be in [0, 1], got {self.multiturn_joined}")
 
 
-def world_to_seg(sample: WorldSample) -> SegSample:
-    """A ReasonWorld sample as a training sample: every turn, one mask per `<SEG>` in order."""
-    masks = [m for turn in sample.history_masks for m in turn] + list(sample.target_masks)
-    ignore = sample.ignore_mask
+def world_to_seg(sample: WorldSample, joined: bool = False) -> SegSample:
+    """A ReasonWorld sample as a training sample: every turn, one mask per `<SEG>` in order.
+    `joined` asks a multi-turn sample the way benchmark files do: the questions in one turn
+    (`texts[0]`), answered by the last answer with its masks only."""
+    if joined:
+        turns, masks = [Turn(sample.texts[0], sample.answer)], list(sample.target_masks)
+    else:
+        turns = [Turn(user, assistant) for user, assistant in sample.conversation]
+        masks = [m for turn in sample.history_masks for m in turn] + list(sample.target_masks)
     return SegSample(
         image=sample.image,
-        turns=[Turn(user, assistant) for user, assistant in sample.conversation],
-        masks=[_uint8(m, ignore) for m in masks],
-        semantic=sample.semantic,
-    )
-
-
-def joined_to_seg(sample: WorldSample) -> SegSample:
-    """A multi-turn sample as one turn, the way benchmark files ask it: the earlier questions
-    and the follow-up joined (`texts[0]`), answered by the last answer with its masks only."""
-    return SegSample(
-        image=sample.image,
-        turns=[Turn(sample.texts[0], sample.answer)],
-        masks=[_uint8(m, sample.ignore_mask) for m in sample.target_masks],
+        turns=turns,
+        masks=[_uint8(m, sample.ignore_mask) for m in masks],
         semantic=sample.semantic,
     )
 
@@ -127,10 +121,10 @@ class WorldMixture:
             self.config.seed, "train", index, size=self.config.image_size, kind=kind
         )
         # The extra draw happens only when asked for, so existing recipes keep their samples.
-        joined = self.config.multiturn_joined
-        if sample.history_masks and joined > 0 and rng.random() < joined:
-            return joined_to_seg(sample)
-        return world_to_seg(sample)
+        rate = self.config.multiturn_joined
+        return world_to_seg(
+            sample, joined=bool(sample.history_masks) and rate > 0 and rng.random() < rate
+        )
 
     def _semantic(self, rng: np.random.Generator) -> SegSample:
         """ "Segment the {class}": one binary mask, the union of the class's instances."""
