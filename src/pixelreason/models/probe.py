@@ -41,20 +41,13 @@ class VisionProbe(nn.Module):
         any, is skipped); context: the head's image context, probed if it is a (B, C, h, w)
         map; semantic: per item (H, W) class ids; head_size: side of the head's padded input.
         Returns the mean soft cross-entropy over all probed cells."""
-        grid = int(round((features.shape[1]) ** 0.5))
-        tokens = features[:, -grid * grid :]
-        one_hot = [
-            F.one_hot(s.long().clamp(0, self.classes - 1), self.classes).permute(2, 0, 1).float()
-            for s in semantic
-        ]
-        # The backbone sees the whole image resized to a square: pool each map to its grid.
-        target = torch.stack([F.adaptive_avg_pool2d(o, grid) for o in one_hot])
-        logits = self.backbone(tokens).transpose(1, 2).reshape(target.shape)
+        logits, target = self.cell_logits(features, semantic)
         losses = [_soft_ce(logits, target, torch.ones_like(target[:, 0], dtype=torch.bool))]
         if self.head is not None and isinstance(context, torch.Tensor) and context.dim() == 4:
             side = context.shape[-1]
             cells, valid = [], []
-            for o, image in zip(one_hot, images, strict=True):
+            for s, image in zip(semantic, images, strict=True):
+                o = self._one_hot(s)
                 # SAM's frame: resized to `head_resized_size`, padded bottom-right to head_size.
                 height, width = image.head_resized_size or o.shape[-2:]
                 resized = F.interpolate(o[None], (height, width), mode="area")[0]
@@ -66,6 +59,24 @@ class VisionProbe(nn.Module):
             logits = self.head(context)
             losses.append(_soft_ce(logits, target, torch.stack(valid)))
         return torch.stack(losses).mean()
+
+    def cell_logits(
+        self, features: torch.Tensor, semantic: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone probe's logits (B, C, g, g) over the grid of features (B, N, D) and the
+        class shares (B, C, g, g) of each cell in the (H, W) class maps."""
+        grid = int(round((features.shape[1]) ** 0.5))
+        tokens = features[:, -grid * grid :]
+        target = torch.stack([self._one_hot(s, grid) for s in semantic])
+        logits = self.backbone(tokens).transpose(1, 2).reshape(target.shape)
+        return logits, target
+
+    def _one_hot(self, semantic: torch.Tensor, side: int | None = None) -> torch.Tensor:
+        """(C, H, W) one-hot of a class map, average-pooled to side x side when given."""
+        one_hot = F.one_hot(semantic.long().clamp(0, self.classes - 1), self.classes)
+        one_hot = one_hot.permute(2, 0, 1).float()
+        # The backbone sees the whole image resized to a square: pool each map to its grid.
+        return one_hot if side is None else F.adaptive_avg_pool2d(one_hot, side)
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ data: {seed: 0, image_size: 128, rates: {sem_seg: 9, refer: 3, text_qa: 3, reaso
 val: {seed: 1, samples: 50}       # generated ReasonWorld val samples for periodic gIoU
 train: {steps: 2000, batch_size: 8, lr: 3e-4, warmup_steps: 100, lora: null, ...}
 out: runs/default
+task: segment                     # or `pretrain`: the encoders alone on scenes
+                                  # (`pixelreason.train.pretrain`), before a segment stage
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.registry import load_model
 from pixelreason.train.lora import LoraSettings
 from pixelreason.train.losses import LossWeights
+from pixelreason.train.pretrain import ScenePretraining, SceneStream, pretraining_val
 from pixelreason.train.trainer import TrainConfig, TrainResult, train
 
 
@@ -37,6 +40,11 @@ class Recipe:
     train: TrainConfig
     val: dict[str, Any] = field(default_factory=dict)
     out: str = "runs/train"
+    #: "segment" (answers and masks) or "pretrain" (the encoders alone, `ScenePretraining`).
+    task: str = "segment"
+
+
+TASKS = ("segment", "pretrain")
 
 
 def _dataclass_from(cls: type, data: dict[str, Any] | None, where: str) -> Any:
@@ -62,7 +70,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(raw) - {"model", "data", "val", "train", "out"})
+    unknown = sorted(set(raw) - {"model", "data", "val", "train", "out", "task"})
     if unknown:
         raise InputError(f"{path}: unknown sections {unknown}")
     train_raw = dict(raw.get("train") or {})
@@ -74,6 +82,14 @@ def load_recipe(path: str | Path) -> Recipe:
         train_raw["lora"] = _dataclass_from(LoraSettings, lora, f"{path}: train.lora")
     if "loss" in train_raw:
         train_raw["loss"] = _dataclass_from(LossWeights, train_raw["loss"], f"{path}: train.loss")
+    task = raw.get("task", "segment")
+    if task not in TASKS:
+        raise InputError(f"{path}: task must be one of {list(TASKS)}, got {task!r}")
+    if "freeze" in train_raw and not (
+        isinstance(train_raw["freeze"], list)
+        and all(isinstance(p, str) for p in train_raw["freeze"])
+    ):
+        raise InputError(f"{path}: train.freeze must be a list of parameter-name prefixes")
     model = raw.get("model") or {"preset": "small"}
     if not isinstance(model, dict) or not ({"preset", "from", "llava"} & set(model)):
         raise InputError(f"{path}: model needs one of preset, from, llava")
@@ -83,6 +99,7 @@ def load_recipe(path: str | Path) -> Recipe:
         train=_dataclass_from(TrainConfig, train_raw, f"{path}: train"),
         val=dict(raw.get("val") or {}),
         out=str(raw.get("out", "runs/train")),
+        task=task,
     )
 
 
@@ -134,9 +151,11 @@ def build_model(spec: dict[str, Any]) -> PixelReasonModel:
 def run_recipe(recipe: Recipe, out: str | Path | None = None) -> TrainResult:
     """Build the model and data of a recipe and train it (resuming if `out` has a checkpoint)."""
     model = build_model(recipe.model)
+    samples = int(recipe.val.get("samples", 0))
+    if recipe.task == "pretrain":
+        return _pretrain(model, recipe, Path(out or recipe.out), samples)
     mixture = WorldMixture(recipe.data)
     evaluate_fn = None
-    samples = int(recipe.val.get("samples", 0))
     if samples > 0:
         items = items_from_world(
             int(recipe.val.get("seed", recipe.data.seed)), "val", samples, recipe.data.image_size
@@ -147,3 +166,20 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None) -> TrainResult:
             return {"giou": report["overall"]["giou"], "ciou": report["overall"]["ciou"]}
 
     return train(model, mixture, Path(out or recipe.out), recipe.train, evaluate_fn)
+
+
+def _pretrain(model: PixelReasonModel, recipe: Recipe, out: Path, samples: int) -> TrainResult:
+    """A `task: pretrain` recipe: the encoders alone on a stream of scenes; validation reports
+    the probe's cell accuracy and the concept masks' IoU on `val.samples` other scenes."""
+    wrapper = ScenePretraining(model)
+    evaluate_fn = None
+    if samples > 0:
+        scenes = pretraining_val(
+            int(recipe.val.get("seed", recipe.data.seed)), samples, recipe.data.image_size
+        )
+
+        def evaluate_fn(current: ScenePretraining) -> dict[str, float]:
+            return current.measure(scenes)
+
+    stream = SceneStream(recipe.data.seed, recipe.data.image_size)
+    return train(wrapper, stream, out, recipe.train, evaluate_fn)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from pixelreason.data.schema import SegSample
-from pixelreason.errors import CheckpointError
+from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.train.lora import LoraSettings, apply_lora, merge_lora
 from pixelreason.train.losses import LossWeights
@@ -58,6 +58,9 @@ class TrainConfig:
     lora: LoraSettings | None = None
     loss: LossWeights = field(default_factory=LossWeights)
     mixed_precision: str = "no"
+    #: Parameter-name prefixes kept frozen (e.g. pretrained encoders, as LISA freezes CLIP
+    #: and SAM's image encoder); each must name at least one parameter.
+    freeze: list[str] = field(default_factory=list)
     #: Processes that generate and collate batches ahead of the model (0: in the training
     #: process). Batches arrive in index order either way, so runs are identical.
     num_workers: int = 0
@@ -71,11 +74,18 @@ class TrainResult:
 
 
 def prepare_for_training(model: PixelReasonModel, config: TrainConfig) -> None:
-    """LoRA and LISA's trainable set when `config.lora` is set; full training otherwise."""
+    """LoRA and LISA's trainable set when `config.lora` is set; full training otherwise;
+    then the parameters under `config.freeze` are frozen."""
     if config.lora is not None:
         apply_lora(model, config.lora)
     else:
         model.requires_grad_(True)
+    for prefix in config.freeze:
+        matched = [p for name, p in model.named_parameters() if name.startswith(prefix)]
+        if not matched:
+            raise InputError(f"train.freeze: no parameter name starts with {prefix!r}")
+        for parameter in matched:
+            parameter.requires_grad_(False)
 
 
 def train(

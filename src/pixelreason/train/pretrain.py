@@ -1,0 +1,210 @@
+"""Encoder pretraining on ReasonWorld scenes: our stand-in for CLIP's and SAM's pretraining.
+
+The papers start from a CLIP vision tower and a SAM trained on hundreds of millions of images;
+trained from scratch jointly with the LLM, our two encoders learn to see slowly, because most
+of each step's work (and gradient) goes to the language model. This stage trains the encoders
+alone on generated scenes, which costs a fraction of a full step per image:
+
+- the vision tower and projector, through the linear category probe on the projected image
+  features the LLM will read (`VisionProbe`, the class share of each grid cell), as LLaVA's
+  features come from a tower pretrained for recognition;
+- SAM's image encoder and mask decoder (SAM heads), by segmenting each category present from a
+  learned *concept prompt*: one sparse prompt token per category, decoded over the image's
+  SAM embedding into the union of that category's pixels (BCE + DICE). This is the form in
+  which LISA's `<SEG>` later prompts SAM (one vector from the LLM), so the decoder learns to
+  follow a single prompt token before the LLM learns to write one.
+
+`ScenePretraining` wraps a `PixelReasonModel` in the trainer's interface (`collate`, a
+forward returning `LossOutput`, `save_pretrained` of the wrapped model), so a recipe with
+`task: pretrain` trains, checkpoints and resumes like any other; the saved model is the
+wrapped one (the concept prompts are dropped), ready for a later stage's `init`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pixelreason.data.schema import SegSample
+from pixelreason.data.world import generate_scene
+from pixelreason.errors import InputError
+from pixelreason.models.heads.base import SamHead
+from pixelreason.models.segmenter import LossOutput, PixelReasonModel
+from pixelreason.processing import ImageInputs
+from pixelreason.train.losses import LossWeights, mask_bce, mask_dice
+
+
+@dataclass
+class SceneBatch:
+    """Preprocessed scenes: backbone pixels (B, 3, S, S), SAM pixels (B, 3, P, P) or None,
+    per-item geometry and (H, W) class maps."""
+
+    backbone_pixels: torch.Tensor
+    head_pixels: torch.Tensor | None
+    images: list[ImageInputs]
+    semantic: list[torch.Tensor]
+
+    def to(self, device: torch.device | str) -> SceneBatch:
+        return SceneBatch(
+            backbone_pixels=self.backbone_pixels.to(device),
+            head_pixels=None if self.head_pixels is None else self.head_pixels.to(device),
+            images=self.images,
+            semantic=[s.to(device) for s in self.semantic],
+        )
+
+
+class SceneStream:
+    """index -> a fresh ReasonWorld scene with its class map (deterministic in the index)."""
+
+    def __init__(self, seed: int = 0, image_size: int = 128) -> None:
+        self.seed, self.image_size = seed, image_size
+
+    def __call__(self, index: int) -> SegSample:
+        rng = np.random.default_rng([self.seed, 23, index])
+        scene = generate_scene(rng, size=self.image_size)
+        return SegSample(scene.image, [], semantic=scene.semantic_map())
+
+
+class ScenePretraining(nn.Module):
+    """The encoders of `model` with the probe and (SAM heads) one concept prompt per class."""
+
+    def __init__(self, model: PixelReasonModel, prompts_per_image: int = 3) -> None:
+        super().__init__()
+        self.prompts_per_image = prompts_per_image
+        if model.probe is None:
+            raise InputError(
+                "encoder pretraining needs the category probe: set probe_classes (e.g. 56 for "
+                "ReasonWorld) in the recipe's model section"
+            )
+        self.model = model
+        self.classes = model.probe.classes
+        self.sam = model.head.sam if isinstance(model.head, SamHead) else None
+        self.concepts = (
+            nn.Embedding(self.classes, self.sam.prompt_dim) if self.sam is not None else None
+        )
+
+    def collate(self, samples: Sequence[SegSample]) -> SceneBatch:
+        images, maps = [], []
+        for index, sample in enumerate(samples):
+            if sample.semantic is None:
+                raise InputError(f"sample {index} has no class map to pretrain on")
+            images.append(self.model.preprocessor.prepare_image(sample.image))
+            maps.append(torch.from_numpy(sample.semantic.astype(np.int64)))
+        head_pixels = None
+        if images[0].head_pixels is not None:
+            head_pixels = torch.stack([i.head_pixels for i in images])
+        return SceneBatch(
+            backbone_pixels=torch.stack([i.backbone_pixels for i in images]),
+            head_pixels=head_pixels,
+            images=images,
+            semantic=maps,
+        )
+
+    def _encode(
+        self, batch: SceneBatch, tower: bool = True, sam: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The LLM's image features and SAM's image embedding (None when not asked for)."""
+        features = self.model.backbone.encode_image(batch.backbone_pixels) if tower else None
+        embeddings = None
+        if sam and self.sam is not None:
+            embeddings = self.sam.encode_image(batch.head_pixels)
+        return features, embeddings
+
+    def concept_masks(
+        self, embeddings: torch.Tensor, batch: SceneBatch, limit: int = 0
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per item: (logits (K, H, W) at image size, targets (K, H, W) bool) for the K
+        categories present in its class map (at most `limit` drawn at random, if > 0), each
+        prompted by its concept token."""
+        present = []
+        for semantic in batch.semantic:
+            classes = torch.unique(semantic)
+            classes = classes[(classes > 0) & (classes < self.classes)]
+            if limit and len(classes) > limit:
+                # A random few per image: the decoder's cost grows with the prompts.
+                classes = classes[torch.randperm(len(classes))[:limit].to(classes.device)]
+            present.append(classes)
+        counts = [len(p) for p in present]
+        items = torch.repeat_interleave(
+            torch.arange(len(present), device=embeddings.device),
+            torch.tensor(counts, device=embeddings.device),
+        )
+        # One decoder pass for every prompt of the batch, then back to each image's frame.
+        logits, _ = self.sam.decode(embeddings[items], self.concepts(torch.cat(present))[:, None])
+        out = []
+        for item_logits, classes, semantic, image in zip(
+            logits.split(counts), present, batch.semantic, batch.images, strict=True
+        ):
+            full = self.model.preprocessor.masks_to_image(item_logits, image)
+            out.append((full, semantic[None] == classes[:, None, None]))
+        return out
+
+    def forward(self, batch: SceneBatch, weights: LossWeights | None = None) -> LossOutput:
+        """probe * probe CE + mask * (bce * BCE + dice * DICE) over the concept masks."""
+        weights = weights or LossWeights(probe=1.0)
+        # A part whose loss weight is 0 is not run at all (pretrain one encoder alone).
+        features, embeddings = self._encode(batch, weights.probe > 0, weights.mask > 0)
+        losses, loss = {}, batch.backbone_pixels.new_zeros(())
+        if features is not None:
+            losses["probe"] = self.model.probe.loss(features, None, batch.semantic, batch.images, 0)
+            loss = loss + weights.probe * losses["probe"]
+        bce = dice = batch.backbone_pixels.new_zeros(0)
+        if embeddings is not None:
+            pairs = self.concept_masks(embeddings, batch, self.prompts_per_image)
+            full = torch.cat([p[0] for p in pairs])
+            truth = torch.cat([p[1] for p in pairs])
+            valid = torch.ones_like(truth)
+            bce, dice = mask_bce(full, truth, valid), mask_dice(full, truth, valid)
+            if bce.numel():
+                loss = loss + weights.mask * (weights.bce * bce.mean() + weights.dice * dice.mean())
+        return LossOutput(
+            loss=loss,
+            text=0.0,
+            bce=float(bce.detach().mean()) if bce.numel() else 0.0,
+            dice=float(dice.detach().mean()) if dice.numel() else 0.0,
+            num_masks=int(bce.numel()),
+            head={k: float(v.detach()) for k, v in losses.items()},
+        )
+
+    @torch.no_grad()
+    def measure(self, samples: Sequence[SegSample], batch_size: int = 16) -> dict[str, float]:
+        """Validation: the probe's accuracy on cells an object covers most of (the dominant
+        class of each cell whose largest object share is >= 0.5) and the concept masks' mean
+        IoU (0 without SAM)."""
+        was_training = self.training
+        self.eval()
+        hits = cells = 0
+        ious: list[float] = []
+        for start in range(0, len(samples), batch_size):
+            batch = self.collate(samples[start : start + batch_size])
+            features, embeddings = self._encode(batch)
+            logits, target = self.model.probe.cell_logits(features, batch.semantic)
+            share, dominant = target[:, 1:].max(1)
+            covered = share >= 0.5
+            hits += int((logits.argmax(1) == dominant + 1)[covered].sum())
+            cells += int(covered.sum())
+            if embeddings is not None:
+                for full, truth in self.concept_masks(embeddings, batch):
+                    pred = full > 0
+                    inter = (pred & truth).flatten(1).sum(1).float()
+                    union = (pred | truth).flatten(1).sum(1).float().clamp(min=1)
+                    ious.extend((inter / union).tolist())
+        self.train(was_training)
+        return {
+            "probe_acc": hits / max(cells, 1),
+            "concept_iou": float(np.mean(ious)) if ious else 0.0,
+        }
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.model.save_pretrained(directory)
+
+
+def pretraining_val(seed: int, count: int, image_size: int) -> list[SegSample]:
+    """`count` scenes for validating a pretraining run, apart from the training stream."""
+    stream = SceneStream(seed + 1_000_003, image_size)
+    return [stream(index) for index in range(count)]
