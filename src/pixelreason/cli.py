@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "resumes from them; the final model goes to OUT/model, the curve to OUT/curve.png. "
         "Several recipes run in order, as stages: a stage whose `init` names the previous "
         "stage's OUT/model continues from it, and a rerun resumes at the unfinished stage. "
+        "A recipe with `task: pretrain` trains the image encoders alone on generated scenes "
+        "(recipes/pretrain.yaml), before a stage that starts from them. "
         "Runs on one CPU process, or on many GPUs with `accelerate launch -m pixelreason.cli`.",
     )
     trainer.add_argument("recipe", nargs="+", help="YAML recipe files, run in this order")
