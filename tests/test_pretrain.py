@@ -116,6 +116,9 @@ def test_recipe_rejects_an_unknown_task_and_bad_freeze_lists(tmp_path: Path) -> 
     path.write_text("model: {preset: tiny}\ntask: pretrian\n")
     with pytest.raises(InputError, match="task must be one of"):
         load_recipe(path)
+    path.write_text("model: {preset: tiny}\ntask: pretrain\ntrain: {lora: {r: 4}}\n")
+    with pytest.raises(InputError, match="drop train.lora"):
+        load_recipe(path)
     path.write_text("model: {preset: tiny}\ntrain: {freeze: backbone}\n")
     with pytest.raises(InputError, match="freeze must be a list"):
         load_recipe(path)

@@ -36,7 +36,7 @@ from pixelreason.errors import InputError
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.segmenter import LossOutput, PixelReasonModel
 from pixelreason.processing import ImageInputs
-from pixelreason.train.losses import LossWeights, mask_bce, mask_dice
+from pixelreason.train.losses import LossWeights, mask_bce, mask_dice, mask_iou
 
 
 @dataclass
@@ -190,10 +190,7 @@ class ScenePretraining(nn.Module):
             cells += int(covered.sum())
             if embeddings is not None:
                 for full, truth in self.concept_masks(embeddings, batch):
-                    pred = full > 0
-                    inter = (pred & truth).flatten(1).sum(1).float()
-                    union = (pred | truth).flatten(1).sum(1).float().clamp(min=1)
-                    ious.extend((inter / union).tolist())
+                    ious.extend(mask_iou(full, truth, torch.ones_like(truth)).tolist())
         self.train(was_training)
         return {
             "probe_acc": hits / max(cells, 1),

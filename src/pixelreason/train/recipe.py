@@ -85,6 +85,8 @@ def load_recipe(path: str | Path) -> Recipe:
     task = raw.get("task", "segment")
     if task not in TASKS:
         raise InputError(f"{path}: task must be one of {list(TASKS)}, got {task!r}")
+    if task == "pretrain" and train_raw.get("lora") is not None:
+        raise InputError(f"{path}: task: pretrain trains the encoders in full; drop train.lora")
     if "freeze" in train_raw and not (
         isinstance(train_raw["freeze"], list)
         and all(isinstance(p, str) for p in train_raw["freeze"])
