@@ -147,3 +147,31 @@ def test_recipe_init_skip_keeps_named_modules_fresh(tmp_path: Path) -> None:
             assert same, key
     with pytest.raises(InputError, match="init_skip"):
         build_model({"preset": "tiny", "init": str(tmp_path / "src"), "init_skip": "vision"})
+
+
+def test_recipe_init_parts_take_named_modules_from_another_model(tmp_path: Path) -> None:
+    # The main model gives everything, the second only the vision tower and the projector.
+    for seed, name in ((0, "main"), (5, "tower")):
+        torch.manual_seed(seed)
+        PixelReasonModel.from_config(preset("tiny")).save_pretrained(tmp_path / name)
+    main = PixelReasonModel.from_pretrained(tmp_path / "main").state_dict()
+    tower = PixelReasonModel.from_pretrained(tmp_path / "tower").state_dict()
+    parts = ["backbone.model.model.vision_tower", "backbone.model.model.multi_modal_projector"]
+    spec = {
+        "preset": "tiny",
+        "seed": 1,
+        "init": str(tmp_path / "main"),
+        "init_parts": {prefix: str(tmp_path / "tower") for prefix in parts},
+    }
+    ours = build_model(spec).state_dict()
+    moved = 0
+    for key, value in ours.items():
+        source = tower if key.startswith(tuple(parts)) else main
+        assert torch.equal(value, source[key]), key
+        if key.startswith(tuple(parts)) and not torch.equal(main[key], tower[key]):
+            moved += 1
+    assert moved > 10
+    with pytest.raises(InputError, match="init_parts must map"):
+        build_model({**spec, "init_parts": ["backbone"]})
+    with pytest.raises(InputError, match="no weights under 'backbone.nothing'"):
+        build_model({**spec, "init_parts": {"backbone.nothing": str(tmp_path / "tower")}})

@@ -299,14 +299,17 @@ class PixelReasonModel(nn.Module):
                 f"weights in {path} lack {len(missing)} tensors, e.g. {', '.join(missing[:3])}"
             )
 
-    def warm_start(self, source: PixelReasonModel, skip: Sequence[str] = ()) -> dict[str, int]:
+    def warm_start(
+        self, source: PixelReasonModel, skip: Sequence[str] = (), only: Sequence[str] = ()
+    ) -> dict[str, int]:
         """Copy every weight `source` shares with this model, e.g. a trained LISA model's
         backbone and SAM into a fresh SAM4MLLM or PixelLLM model (the papers start from
         pretrained LLaVA and SAM). Tensors match by name and shape; token embeddings and the
         vocabulary head are copied row by row for the tokens both tokenizers share, so
         head-specific tokens keep their fresh initialisation. Tensors whose names start with
-        one of `skip` (e.g. "backbone.model.model.vision_tower") stay fresh too. Returns what
-        was copied."""
+        one of `skip` (e.g. "backbone.model.model.vision_tower") stay fresh too; a non-empty
+        `only` copies just the tensors under those prefixes and leaves the rest as they are.
+        Returns what was copied ("fresh" counts the tensors considered and not copied)."""
         own_vocab = self.preprocessor.tokenizer.get_vocab()
         their_vocab = source.preprocessor.tokenizer.get_vocab()
         shared = [(i, their_vocab[t]) for t, i in own_vocab.items() if t in their_vocab]
@@ -323,6 +326,8 @@ class PixelReasonModel(nn.Module):
         counts = {"copied": 0, "vocab_rows": len(shared), "fresh": 0}
         with torch.no_grad():
             for name, tensor in self.state_dict().items():
+                if only and not name.startswith(tuple(only)):
+                    continue
                 other = None if name.startswith(tuple(skip)) else theirs.get(name)
                 if other is None or other.shape[1:] != tensor.shape[1:]:
                     counts["fresh"] += 1

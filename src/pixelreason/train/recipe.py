@@ -1,7 +1,8 @@
 """Training recipes: one YAML file says which model, which data and how to optimise.
 
 model: {preset: small}            # optionally `init: default` (warm start from a trained
-                                  # model's shared weights), or {from: DIR} to continue, or
+                                  # model's shared weights; `init_parts: {PREFIX: MODEL}`
+                                  # takes named parts from others), or {from: DIR} to continue, or
                                   # {llava: NAME_OR_DIR, sam: NAME_OR_DIR} for public weights
 data: {seed: 0, image_size: 128, rates: {sem_seg: 9, refer: 3, text_qa: 3, reason: 1}}
 val: {seed: 1, samples: 50}       # generated ReasonWorld val samples for periodic gIoU
@@ -106,7 +107,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 #: Keys of a recipe's `model` section that are not `ModelConfig` fields.
-SPEC_KEYS = ("preset", "seed", "init", "init_skip")
+SPEC_KEYS = ("preset", "seed", "init", "init_skip", "init_parts")
 
 
 def preset_config(spec: dict[str, Any]) -> ModelConfig:
@@ -123,11 +124,22 @@ def preset_config(spec: dict[str, Any]) -> ModelConfig:
     return config
 
 
+def _init_parts(spec: dict[str, Any]) -> dict[str, str]:
+    parts = spec.get("init_parts") or {}
+    if not isinstance(parts, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in parts.items()
+    ):
+        raise InputError("model: init_parts must map parameter-name prefixes to model names")
+    return parts
+
+
 def build_model(spec: dict[str, Any]) -> PixelReasonModel:
     """The recipe's model: a preset (any other keys override its `ModelConfig` fields, e.g.
     `vision_stem: patch`; `init` names a trained model, bundled or a directory, whose shared
-    weights it starts from, except those under the name prefixes listed in `init_skip`), a
-    saved model to continue (`from`) or public components."""
+    weights it starts from, except those under the name prefixes listed in `init_skip`;
+    `init_parts` maps further prefixes to the trained model each takes them from, after `init`,
+    e.g. a pretrained vision tower into a trained model), a saved model to continue (`from`)
+    or public components."""
     if "preset" in spec:
         config = preset_config(spec)
         skip = spec.get("init_skip") or []
@@ -142,6 +154,12 @@ def build_model(spec: dict[str, Any]) -> PixelReasonModel:
                 f"warm start from {description}: {counts['copied']} tensors copied "
                 f"({counts['vocab_rows']} shared vocabulary rows), {counts['fresh']} fresh"
             )
+        for prefix, name in _init_parts(spec).items():
+            source, description = load_model(name)
+            counts = model.warm_start(source, only=[prefix])
+            if not counts["copied"]:
+                raise InputError(f"model: init_parts: {description} has no weights under {prefix!r}")
+            print(f"{prefix}: {counts['copied']} tensors from {description}")
         return model
     if "from" in spec:
         return PixelReasonModel.from_pretrained(spec["from"])
