@@ -158,7 +158,9 @@ def build_model(spec: dict[str, Any]) -> PixelReasonModel:
             source, description = load_model(name)
             counts = model.warm_start(source, only=[prefix])
             if not counts["copied"]:
-                raise InputError(f"model: init_parts: {description} has no weights under {prefix!r}")
+                raise InputError(
+                    f"model: init_parts: {description} has no weights under {prefix!r}"
+                )
             print(f"{prefix}: {counts['copied']} tensors from {description}")
         return model
     if "from" in spec:
