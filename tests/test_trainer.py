@@ -175,3 +175,7 @@ def test_recipe_init_parts_take_named_modules_from_another_model(tmp_path: Path)
         build_model({**spec, "init_parts": ["backbone"]})
     with pytest.raises(InputError, match="no weights under 'backbone.nothing'"):
         build_model({**spec, "init_parts": {"backbone.nothing": str(tmp_path / "tower")}})
+    small = PixelReasonModel.from_config(preset("small"))
+    small.save_pretrained(tmp_path / "small")
+    with pytest.raises(InputError, match="do not match"):
+        build_model({**spec, "init_parts": {parts[0]: str(tmp_path / "small")}})

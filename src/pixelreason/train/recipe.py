@@ -157,6 +157,11 @@ def build_model(spec: dict[str, Any]) -> PixelReasonModel:
         for prefix, name in _init_parts(spec).items():
             source, description = load_model(name)
             counts = model.warm_start(source, only=[prefix])
+            if counts["fresh"]:
+                raise InputError(
+                    f"model: init_parts: {counts['fresh']} tensors under {prefix!r} do not match "
+                    f"{description} (missing there or of another shape)"
+                )
             if not counts["copied"]:
                 raise InputError(
                     f"model: init_parts: {description} has no weights under {prefix!r}"
