@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--limit", type=int, default=None, help="only the first N samples")
     evaluator.add_argument("--out", default=None, help="report folder (default: DATA_DIR/eval)")
     evaluator.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _presence_option(evaluator)
 
     _serve_parser(commands)
 
@@ -212,6 +213,28 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _presence_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--presence-threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="presence check: an answer that grounds a class the model's vision probe finds in "
+        "no image cell with probability >= P is decoded again without that class's names; 0 "
+        "turns it off (default: the model's setting, 0.1 for the bundled default)",
+    )
+
+
+def _set_presence(model: Any, threshold: float | None) -> None:
+    from pixelreason.errors import InputError
+
+    if threshold is None:
+        return
+    if not 0 <= threshold <= 1:
+        raise InputError(f"--presence-threshold must be between 0 and 1, got {threshold}")
+    model.config.presence_threshold = threshold
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     from pixelreason.config import METHOD_MODELS
 
@@ -236,6 +259,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="longest answer in tokens (default: the model's setting)",
     )
+    _presence_option(parser)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -248,6 +272,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     box = _parse_box(args.box)
     image = load_image(args.image)
     segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
+    _set_presence(segmenter.model, args.presence_threshold)
     _note_model(segmenter.description)
     segmenter.set_image(image)
     result = segmenter.segment(query, max_new_tokens=args.max_new_tokens, location=box)
@@ -297,6 +322,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)
     segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
+    _set_presence(segmenter.model, args.presence_threshold)
     _note_model(segmenter.description)
     segmenter.set_image(image)
     print("Ask about the image. /reset starts over, /quit leaves.")
@@ -359,6 +385,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not split_dir.is_dir():
         raise InputError(f"split folder not found: {split_dir}")
     segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    _set_presence(segmenter.model, args.presence_threshold)
     _note_model(segmenter.description)
     try:
         items = list(items_from_reasonseg(split_dir, args.limit))
@@ -403,6 +430,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")
     model, description = load_model(args.model, method=args.method, device=args.device)
+    _set_presence(model, args.presence_threshold)
     _note_model(description)
     service = SegmentService(model, description, config, model_name=str(args.model or description))
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -50,6 +50,13 @@ class ModelConfig:
     probe_classes: int = 0
     #: Probe the mask head's image embedding too (SAM heads), not only the LLM's image features.
     probe_mask_head: bool = True
+    #: The words an answer calls each probe class 1, 2, ... by (class 0 is background), e.g. a
+    #: category's singular and plural; the presence check needs them.
+    probe_labels: list[list[str]] = field(default_factory=list)
+    #: The presence check at inference (`pixelreason.models.presence`; 0: off): an answer that
+    #: grounds a target and names a probe class whose probability in every image cell stays
+    #: below this is decoded again with that class's names banned.
+    presence_threshold: float = 0.0
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
     vision_stem: str = "patch"

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import LlavaConfig, LlavaForConditionalGeneration, PreTrainedModel
+from transformers import (
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LogitsProcessorList,
+    PreTrainedModel,
+)
+
+from pixelreason.models.presence import BannedSequences
 
 STEMS = ("patch", "conv")
 
@@ -251,6 +258,7 @@ class Backbone(nn.Module):
         pad_token_id: int,
         do_sample: bool = False,
         temperature: float = 1.0,
+        banned: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> list[Generation]:
         """Continue B prompts in one transformers `generate` call.
 
@@ -258,7 +266,8 @@ class Backbone(nn.Module):
         (None: no padding). `generate` derives position ids from the mask's cumulative sum, so
         every prompt starts at position 0 as it would alone, and the mask keeps padding out of
         attention. Each row stops at its first end-of-sequence token (kept, as when alone);
-        later steps of a finished row are discarded.
+        later steps of a finished row are discarded. `banned`: per row, token sequences the
+        answer may not contain (`pixelreason.models.presence.BannedSequences`).
         """
         batch, length = inputs_embeds.shape[:2]
         if attention_mask is None:
@@ -278,6 +287,7 @@ class Backbone(nn.Module):
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
             bad_words_ids=[[self.image_token_id]],
+            logits_processor=LogitsProcessorList([BannedSequences(banned)]) if banned else None,
             output_hidden_states=True,
             return_dict_in_generate=True,
         )

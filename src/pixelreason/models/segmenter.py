@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.backbone import Backbone, BackboneOutput, Generation, build_llava
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
+from pixelreason.models.presence import ban_list, class_presence, named_classes
 from pixelreason.models.probe import VisionProbe
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import (
@@ -148,6 +150,11 @@ class PixelReasonModel(nn.Module):
         self.preprocessor = preprocessor
         head.bind_tokenizer(preprocessor.tokenizer)
         self.probe = None
+        if config.probe_labels and len(config.probe_labels) != config.probe_classes - 1:
+            raise CheckpointError(
+                f"probe_labels names {len(config.probe_labels)} classes; the probe has "
+                f"{max(config.probe_classes - 1, 0)} besides the background"
+            )
         if config.probe_classes:
             self.probe = VisionProbe(
                 config.probe_classes,
@@ -546,12 +553,15 @@ class PixelReasonModel(nn.Module):
         do_sample: bool = False,
         temperature: float = 1.0,
         locations: Sequence[torch.Tensor | np.ndarray | None] | None = None,
+        presence_threshold: float | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
 
         Prompts are left-padded to a common length (see `Backbone.generate_batch`), so greedy
         answers equal those of `answer` one at a time; the head then runs per row on that
-        row's image context.
+        row's image context. `presence_threshold` (default: the config's) turns on the
+        presence check (`pixelreason.models.presence`) for models with probe labels: answers
+        that ground a class the image does not show are decoded again without its names.
         """
         if len(caches) != len(turns_list):
             raise ValueError(f"{len(caches)} images for {len(turns_list)} conversations")
@@ -578,20 +588,58 @@ class PixelReasonModel(nn.Module):
         input_ids = input_ids.to(self.device)
         embeds = self.backbone.embed(input_ids, features)
         embeds = self.head.embed_prompt(input_ids, embeds, features, locations)
-        generations = self.backbone.generate_batch(
-            embeds,
-            attention,
+        generate = functools.partial(
+            self.backbone.generate_batch,
             max_new_tokens=max_new_tokens or self.config.max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             do_sample=do_sample,
             temperature=temperature,
         )
+        generations = generate(embeds, attention)
         answers = [
             self._masks_for(cache, generation)
             for cache, generation in zip(caches, generations, strict=True)
         ]
+        threshold = self.config.presence_threshold
+        threshold = threshold if presence_threshold is None else presence_threshold
+        if threshold > 0 and self.probe is not None and self.config.probe_labels:
+            self._check_presence(caches, answers, threshold, embeds, attention, generate)
         return self.head.follow_up(self, caches, turns_list, answers)
+
+    def _check_presence(
+        self,
+        caches: Sequence[ImageCache],
+        answers: list[Answer],
+        threshold: float,
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        generate: Callable[..., list[Generation]],
+    ) -> None:
+        """Decode again, in place, each answer that grounds a target and names a probe class
+        the image does not show, with that class's names banned (`pixelreason.models.presence`)."""
+        labels = self.config.probe_labels
+        presence = class_presence(self.probe, torch.cat([c.features for c in caches]))
+        rows, banned, rejected = [], [], []
+        for row, answer in enumerate(answers):
+            if not len(answer.scores):
+                continue  # grounds nothing: "There is no teapot here." may name what is absent
+            present = (presence[row] >= threshold).tolist()
+            absent = [i for i in named_classes(answer.text, labels) if not present[i]]
+            if absent:
+                keep = [i for i, shown in enumerate(present) if shown]
+                others = [i for i, shown in enumerate(present) if not shown]
+                rows.append(row)
+                banned.append(ban_list(self.preprocessor.tokenizer, labels, others, keep))
+                rejected.append((answer.text, [labels[i][0] for i in absent]))
+        if not rows:
+            return
+        index = torch.tensor(rows, device=embeds.device)
+        redone = generate(embeds[index], attention[index.to(attention.device)], banned=banned)
+        for row, generation, (text, names) in zip(rows, redone, rejected, strict=True):
+            answer = self._masks_for(caches[row], generation)
+            answer.extras["presence_check"] = {"rejected": text, "absent": names}
+            answers[row] = answer
 
     def _masks_for(self, cache: ImageCache, generation: Generation) -> Answer:
         ids = generation.token_ids[None]

@@ -24,6 +24,7 @@ import yaml
 from pixelreason.api import Segmenter
 from pixelreason.config import ModelConfig, preset
 from pixelreason.data.mixing import MixConfig, WorldMixture
+from pixelreason.data.world.categories import CATEGORIES, class_labels
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world
 from pixelreason.models.segmenter import PixelReasonModel
@@ -121,6 +122,8 @@ def preset_config(spec: dict[str, Any]) -> ModelConfig:
         raise InputError(f"model: unknown preset overrides {unknown}; known: {sorted(known)}")
     for key, value in overrides.items():
         setattr(config, key, value)
+    if config.probe_classes == len(CATEGORIES) + 1 and not config.probe_labels:
+        config.probe_labels = class_labels()  # the probe learns ReasonWorld's class maps
     return config
 
 

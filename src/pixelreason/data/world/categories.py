@@ -17,6 +17,7 @@ from pixelreason.data.world.canvas import RGB, Canvas, apply_pattern
 
 __all__ = [
     "CATEGORIES",
+    "class_labels",
     "CATEGORY_BY_NAME",
     "COLOURS",
     "FACTS",
@@ -844,3 +845,9 @@ def _check_catalogue() -> None:
 
 
 _check_catalogue()
+
+
+def class_labels() -> list[list[str]]:
+    """Each category's singular and plural name, in the order of its class id (its index in
+    `CATEGORIES` plus one; 0 is the background): a probe's `ModelConfig.probe_labels`."""
+    return [[category.name, category.plural] for category in CATEGORIES]

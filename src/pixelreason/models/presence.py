@@ -1,0 +1,96 @@
+"""The presence check: an answer may ground only what the image shows.
+
+Our small LLMs, trained from scratch, learn the facts better than they learn to look: asked
+"what would you use to cut paper?", they often name a category that has the fact but is not in
+the image (in the default's test answers, most wrong-category names are of absent categories).
+The backbone's vision probe (`pixelreason.models.probe`), trained on the class maps of
+semantic-segmentation data, tells which classes the image shows: a class is *present* when its
+probability in some grid cell reaches `ModelConfig.presence_threshold`. After greedy decoding,
+each answer that grounds an absent class (a `probe_labels` name right before a target) is
+decoded once more with those names banned (`BannedSequences`), so the LLM picks its next best
+object; answers that ground nothing ("There is no teapot here.") are left as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import torch
+from transformers import LogitsProcessor, PreTrainedTokenizerBase
+
+from pixelreason.models.probe import VisionProbe
+from pixelreason.tokens import SEG_TOKEN
+
+
+class BannedSequences(LogitsProcessor):
+    """Per batch row, token sequences `generate` may not complete: a sequence's last token is
+    forbidden wherever the row's newest tokens equal the rest of it (a one-token sequence is
+    forbidden everywhere). Unlike transformers' `bad_words_ids`, each row has its own list."""
+
+    def __init__(self, banned: Sequence[Sequence[Sequence[int]]]) -> None:
+        self.banned = [[list(seq) for seq in row if seq] for row in banned]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if len(self.banned) != scores.shape[0]:
+            raise ValueError(f"{len(self.banned)} ban lists for {scores.shape[0]} rows")
+        length = input_ids.shape[1]
+        for row, sequences in enumerate(self.banned):
+            recent = input_ids[row].tolist()
+            for seq in sequences:
+                prefix = len(seq) - 1
+                if prefix == 0 or (length >= prefix and recent[length - prefix :] == seq[:-1]):
+                    scores[row, seq[-1]] = -float("inf")
+        return scores
+
+
+def class_presence(probe: VisionProbe, features: torch.Tensor) -> torch.Tensor:
+    """(B, C - 1): each non-background class's highest probability over the backbone probe's
+    grid cells, from the LLM's image features (B, N, D)."""
+    grid = int(round(features.shape[1] ** 0.5))
+    logits = probe.backbone(features[:, -grid * grid :].float())
+    return logits.softmax(-1).amax(1)[:, 1:]
+
+
+def named_classes(text: str, labels: Sequence[Sequence[str]]) -> list[int]:
+    """Indices into `labels` of the classes an answer grounds: those with a name right before a
+    target marker ("the striped orange cat <SEG>" grounds a cat, not the fruit orange; `text`
+    as `Answer.text` shows it, each target as `<SEG>`), in any case."""
+    lower = text.lower()
+    marker = re.escape(SEG_TOKEN.lower())
+    return [
+        index
+        for index, names in enumerate(labels)
+        if any(re.search(rf"\b{re.escape(name.lower())}\s*{marker}", lower) for name in names)
+    ]
+
+
+def ban_list(
+    tokenizer: PreTrainedTokenizerBase,
+    labels: Sequence[Sequence[str]],
+    absent: Iterable[int],
+    present: Iterable[int],
+) -> list[list[int]]:
+    """Token sequences that keep an answer from naming the `absent` classes, in running text
+    (" scissors") and at a sentence's start ("Scissors"). Where a name's first word is one
+    token that starts no present class's name, that token alone is banned, so the LLM cannot
+    begin the name and then finish it as another ("trash" of "trash can"); otherwise the
+    whole name."""
+
+    def forms(name: str) -> list[list[int]]:
+        spellings = {" " + name, name[:1].upper() + name[1:]}
+        return [tokenizer.encode(s, add_special_tokens=False) for s in sorted(spellings)]
+
+    keep = {seq[0] for index in present for name in labels[index] for seq in forms(name) if seq}
+    banned: list[list[int]] = []
+    for index in absent:
+        for name in labels[index]:
+            first = name.split()[0]
+            for seq, head in zip(forms(name), forms(first), strict=True):
+                if not seq:
+                    continue
+                alone = len(head) == 1 and head[0] == seq[0] and head[0] not in keep
+                candidate = seq[:1] if alone else seq
+                if candidate not in banned:
+                    banned.append(candidate)
+    return banned
