@@ -1,0 +1,113 @@
+"""The presence check: answers may ground only classes the vision probe finds in the image."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pixelreason.config import preset
+from pixelreason.data.world.categories import CATEGORIES, class_labels
+from pixelreason.data.world.samples import generate_sample
+from pixelreason.errors import CheckpointError
+from pixelreason.models.presence import BannedSequences, ban_list, class_presence, named_classes
+from pixelreason.models.segmenter import PixelReasonModel
+from pixelreason.prompting import Turn
+from pixelreason.registry import load_model
+from pixelreason.tokenizer import bundled_tokenizer
+from pixelreason.train.recipe import preset_config
+
+
+def test_banned_sequences_forbid_single_tokens_everywhere_and_longer_ones_after_their_prefix():
+    scores = torch.zeros(2, 10)
+    processor = BannedSequences([[[3], [5, 7]], [[5, 8]]])
+    out = processor(torch.tensor([[1, 5], [2, 4]]), scores.clone())
+    assert out[0, 3] == -float("inf") and out[0, 7] == -float("inf")  # 5 came last: 7 banned
+    assert torch.isfinite(out[1]).all()  # row 1 did not just write 5; its own list only
+    out = processor(torch.tensor([[1, 2], [4, 5]]), scores.clone())
+    assert torch.isfinite(out[0, 7]) and out[0, 3] == -float("inf")
+    assert out[1, 8] == -float("inf") and torch.isfinite(out[1, 3])
+    with pytest.raises(ValueError, match="ban lists"):
+        processor(torch.zeros(3, 1, dtype=torch.long), torch.zeros(3, 10))
+
+
+def test_named_classes_are_the_names_right_before_a_target():
+    labels = [["orange", "oranges"], ["cat", "cats"], ["trash can", "trash cans"]]
+    assert named_classes("The striped orange cat <SEG>.", labels) == [1]
+    assert named_classes("Oranges <SEG> and the Trash Can <SEG>", labels) == [0, 2]
+    assert named_classes("There is no cat here.", labels) == []
+    assert named_classes("the bobcat <SEG>", labels) == []  # whole words only
+
+
+def test_ban_list_bans_a_distinct_first_word_alone_and_else_the_whole_name():
+    tokenizer = bundled_tokenizer()
+    labels = [["trash can"], ["trash bag"], ["cup"]]
+
+    def ids(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    alone = ban_list(tokenizer, labels, absent=[0], present=[2])
+    assert ids(" trash")[:1] in alone and ids(" trash can") not in alone
+    # a first word of several tokens ("Trash" here) is never banned alone: the whole name is
+    assert len(ids("Trash")) > 1 and ids("Trash can") in alone
+    shared = ban_list(tokenizer, labels, absent=[0], present=[1])  # "trash" starts a present name
+    assert ids(" trash can") in shared and ids(" trash")[:1] not in shared
+
+
+def test_generate_batch_never_writes_a_banned_token():
+    torch.manual_seed(0)
+    model = PixelReasonModel.from_config(preset("tiny")).eval()
+    embeds = torch.randn(2, 5, model.backbone.hidden_size)
+    tokenizer = model.preprocessor.tokenizer
+    kwargs = dict(max_new_tokens=6, eos_token_id=tokenizer.eos_token_id, pad_token_id=0)
+    free = model.backbone.generate_batch(embeds, None, **kwargs)
+    first = [int(g.token_ids[0]) for g in free]
+    banned = model.backbone.generate_batch(embeds, None, banned=[[[t]] for t in first], **kwargs)
+    for token, generation in zip(first, banned, strict=True):
+        assert token not in generation.token_ids.tolist()
+
+
+def test_probe_labels_must_match_the_probe():
+    config = dataclasses.replace(preset("tiny"), probe_classes=3, probe_labels=[["cat"]])
+    with pytest.raises(CheckpointError, match="probe_labels"):
+        PixelReasonModel.from_config(config)
+    config.probe_labels = [["cat"], ["dog"]]
+    model = PixelReasonModel.from_config(config)
+    features = torch.randn(2, 16, model.backbone.hidden_size)
+    presence = class_presence(model.probe, features)
+    assert presence.shape == (2, 2) and bool(((presence > 0) & (presence <= 1)).all())
+
+
+def test_recipes_with_reasonworld_probes_get_the_category_names():
+    config = preset_config({"preset": "tiny", "probe_classes": len(CATEGORIES) + 1})
+    assert config.probe_labels == class_labels()
+    assert config.probe_labels[0][0] == CATEGORIES[0].name
+    assert preset_config({"preset": "tiny"}).probe_labels == []
+
+
+def test_bundled_default_redecodes_answers_that_ground_absent_categories():
+    model, _ = load_model("default")
+    assert model.config.presence_threshold > 0 and len(model.config.probe_labels) == 55
+    labels = model.config.probe_labels
+    checked = 0
+    for index in range(30):
+        sample = generate_sample(0, "test", index)
+        cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+        turns = [Turn(sample.conversation[0][0])]
+        answer = model.answer(cache, turns)
+        if "presence_check" not in answer.extras:
+            continue
+        checked += 1
+        absent = answer.extras["presence_check"]["absent"]
+        free = model.answer_batch([cache], [turns], presence_threshold=0.0)[0]
+        assert free.text == answer.extras["presence_check"]["rejected"] != answer.text
+        presence = class_presence(model.probe, cache.features)[0]
+        for name in absent:
+            index_of = next(i for i, names in enumerate(labels) if names[0] == name)
+            assert presence[index_of] < model.config.presence_threshold
+            assert index_of in named_classes(free.text, labels)
+            assert index_of not in named_classes(answer.text, labels)
+        if checked == 2:
+            break
+    assert checked == 2  # the check fires on some of the first test queries
