@@ -26,10 +26,18 @@ def main() -> None:
     parser.add_argument("--image", default="examples/kitchen.png")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--presence-threshold",
+        type=float,
+        default=None,
+        help="override the model's presence check (0: off; default: the model's setting)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_pretrained(args.model)
+    if args.presence_threshold is not None:
+        segmenter.model.config.presence_threshold = args.presence_threshold
     segmenter.set_image(args.image)
     segmenter.segment(QUERY)  # warm-up
     cold, cached, tokens = [], [], []
@@ -54,6 +62,13 @@ def main() -> None:
         print(f"| {name} | {1000 * statistics.median(values):.1f} | {1000 * p90:.1f} |")
     print(f"| generated tokens | {statistics.median(tokens):.0f} | |")
     print(f"| peak RSS (MiB) | {peak_mib:.0f} | |")
+    check = result.extras.get("presence_check")
+    print(f"answer: {result.text}")
+    threshold = segmenter.model.config.presence_threshold
+    if check:
+        print(f"presence check (threshold {threshold}): decoded twice; first {check['rejected']!r}")
+    else:
+        print(f"presence check (threshold {threshold}): one decoding")
 
 
 if __name__ == "__main__":
