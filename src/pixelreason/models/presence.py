@@ -13,6 +13,7 @@ object; answers that ground nothing ("There is no teapot here.") are left as the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -65,6 +66,14 @@ def named_classes(text: str, labels: Sequence[Sequence[str]]) -> list[int]:
     ]
 
 
+@functools.lru_cache(maxsize=4096)
+def _spellings(tokenizer: PreTrainedTokenizerBase, name: str) -> tuple[tuple[int, ...], ...]:
+    """The token ids of `name` in running text and at a sentence's start, cached: every
+    re-decoded answer needs those of all the labels."""
+    spellings = sorted({" " + name, name[:1].upper() + name[1:]})
+    return tuple(tuple(tokenizer.encode(s, add_special_tokens=False)) for s in spellings)
+
+
 def ban_list(
     tokenizer: PreTrainedTokenizerBase,
     labels: Sequence[Sequence[str]],
@@ -78,8 +87,7 @@ def ban_list(
     whole name."""
 
     def forms(name: str) -> list[list[int]]:
-        spellings = {" " + name, name[:1].upper() + name[1:]}
-        return [tokenizer.encode(s, add_special_tokens=False) for s in sorted(spellings)]
+        return [list(seq) for seq in _spellings(tokenizer, name)]
 
     keep = {seq[0] for index in present for name in labels[index] for seq in forms(name) if seq}
     banned: list[list[int]] = []
