@@ -32,12 +32,20 @@ def main() -> None:
         default=None,
         help="override the model's presence check (0: off; default: the model's setting)",
     )
+    parser.add_argument(
+        "--colour-threshold",
+        type=float,
+        default=None,
+        help="override the model's colour check (0: off; default: the model's setting)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_pretrained(args.model)
     if args.presence_threshold is not None:
         segmenter.model.config.presence_threshold = args.presence_threshold
+    if args.colour_threshold is not None:
+        segmenter.model.config.colour_threshold = args.colour_threshold
     segmenter.set_image(args.image)
     segmenter.segment(QUERY)  # warm-up
     cold, cached, tokens = [], [], []
@@ -69,6 +77,12 @@ def main() -> None:
         print(f"presence check (threshold {threshold}): decoded twice; first {check['rejected']!r}")
     else:
         print(f"presence check (threshold {threshold}): one decoding")
+    colour = result.extras.get("colour_check")
+    threshold = segmenter.model.config.colour_threshold
+    if colour:
+        print(f"colour check (threshold {threshold}): decoded again; first {colour['rejected']!r}")
+    else:
+        print(f"colour check (threshold {threshold}): no change")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,10 @@ def test_bad_model_paths(example_png: Path, tmp_path: Path, capsys) -> None:
         ["segment", str(example_png), "q", "--model", "random:tiny", "--presence-threshold", "3"],
         capsys,
     )
+    assert "--colour-threshold must be between 0 and 1" in _bad(
+        ["segment", str(example_png), "q", "--model", "random:tiny", "--colour-threshold", "-1"],
+        capsys,
+    )
 
 
 def test_usage_errors_exit_2(capsys) -> None:

@@ -223,16 +223,30 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "no image cell with probability >= P is decoded again without that class's names; 0 "
         "turns it off (default: the model's setting, 0.1 for the bundled default)",
     )
+    parser.add_argument(
+        "--colour-threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="colour check (models with a colour probe): an answer that grounds 'COLOUR "
+        "CATEGORY' the colour probe finds in no cell with probability >= P, while it finds that "
+        "category in other colours, gets the colour word chosen again among those; 0 turns it "
+        "off (default: the model's setting, 0.1 for the bundled default)",
+    )
 
 
-def _set_presence(model: Any, threshold: float | None) -> None:
+def _set_checks(model: Any, args: argparse.Namespace) -> None:
+    """The presence and colour thresholds given on the command line, checked."""
     from pixelreason.errors import InputError
 
-    if threshold is None:
-        return
-    if not 0 <= threshold <= 1:
-        raise InputError(f"--presence-threshold must be between 0 and 1, got {threshold}")
-    model.config.presence_threshold = threshold
+    for option in ("presence_threshold", "colour_threshold"):  # ModelConfig fields too
+        threshold = getattr(args, option)
+        if threshold is None:
+            continue
+        if not 0 <= threshold <= 1:
+            flag = "--" + option.replace("_", "-")
+            raise InputError(f"{flag} must be between 0 and 1, got {threshold}")
+        setattr(model.config, option, threshold)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -272,7 +286,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     box = _parse_box(args.box)
     image = load_image(args.image)
     segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
-    _set_presence(segmenter.model, args.presence_threshold)
+    _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
     segmenter.set_image(image)
     result = segmenter.segment(query, max_new_tokens=args.max_new_tokens, location=box)
@@ -322,7 +336,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)
     segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
-    _set_presence(segmenter.model, args.presence_threshold)
+    _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
     segmenter.set_image(image)
     print("Ask about the image. /reset starts over, /quit leaves.")
@@ -385,7 +399,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not split_dir.is_dir():
         raise InputError(f"split folder not found: {split_dir}")
     segmenter = Segmenter.from_pretrained(args.model, device=args.device)
-    _set_presence(segmenter.model, args.presence_threshold)
+    _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
     try:
         items = list(items_from_reasonseg(split_dir, args.limit))
@@ -430,7 +444,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")
     model, description = load_model(args.model, method=args.method, device=args.device)
-    _set_presence(model, args.presence_threshold)
+    _set_checks(model, args)
     _note_model(description)
     service = SegmentService(model, description, config, model_name=str(args.model or description))
     if args.host not in ("127.0.0.1", "localhost", "::1"):

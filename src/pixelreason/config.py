@@ -57,6 +57,16 @@ class ModelConfig:
     #: grounds a target and names a probe class whose probability in every image cell stays
     #: below this is decoded again with that class's names banned.
     presence_threshold: float = 0.0
+    #: Names of the classes 1, 2, ... of the colour probe, each a colour word and then a
+    #: category's name ("red apple"; class 0 is background); empty: no colour probe. The probe
+    #: is a per-cell classifier like the category probe, fitted on the frozen image features
+    #: (`task: colour-probe` recipes); the colour check needs it.
+    colour_probe_labels: list[str] = field(default_factory=list)
+    #: The colour check at inference (`pixelreason.models.presence`; 0: off): an answer that
+    #: grounds "COLOUR CATEGORY" where the colour probe finds that pair below this in every
+    #: cell, but finds the category in another colour, has that colour word decoded again
+    #: among the colours found.
+    colour_threshold: float = 0.0
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
     vision_stem: str = "patch"

@@ -9,6 +9,14 @@ probability in some grid cell reaches `ModelConfig.presence_threshold`. After gr
 each answer that grounds an absent class (a `probe_labels` name right before a target) is
 decoded once more with those names banned (`BannedSequences`), so the LLM picks its next best
 object; answers that ground nothing ("There is no teapot here.") are left as they are.
+
+The colour check does the same for colours, which the LLM reads off the image even less well
+(in the default's test answers, most single-target answers with the right category name a
+colour that no object in the scene has). A second probe, the colour probe, classifies each
+cell into "COLOUR CATEGORY" pairs (`ModelConfig.colour_probe_labels`). Where an answer grounds
+"red mug", the probe finds no red mug (every cell below `ModelConfig.colour_threshold`) but
+finds a mug of another colour, the answer is decoded again up to that colour word, the word is
+chosen by the LLM among the mug colours found (`SlotConstraint`), and the rest follows freely.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
@@ -42,6 +51,31 @@ class BannedSequences(LogitsProcessor):
                 prefix = len(seq) - 1
                 if prefix == 0 or (length >= prefix and recent[length - prefix :] == seq[:-1]):
                     scores[row, seq[-1]] = -float("inf")
+        return scores
+
+
+class SlotConstraint(LogitsProcessor):
+    """Per batch row, None (free) or (prefix, allowed): `generate` writes the prefix token ids
+    first, then one token from `allowed`, then goes on freely."""
+
+    def __init__(self, slots: Sequence[tuple[Sequence[int], Sequence[int]] | None]) -> None:
+        self.slots = [None if s is None else (list(s[0]), list(s[1])) for s in slots]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if len(self.slots) != scores.shape[0]:
+            raise ValueError(f"{len(self.slots)} slots for {scores.shape[0]} rows")
+        step = input_ids.shape[1]  # tokens written so far (the prompt came as embeddings)
+        for row, slot in enumerate(self.slots):
+            if slot is None or step > len(slot[0]):
+                continue
+            prefix, allowed = slot
+            if step < len(prefix):
+                scores[row] = -float("inf")
+                scores[row, prefix[step]] = 0.0
+            else:
+                kept = scores[row, allowed].clone()
+                scores[row] = -float("inf")
+                scores[row, allowed] = kept
         return scores
 
 
@@ -102,3 +136,71 @@ def ban_list(
                 if candidate not in banned:
                     banned.append(candidate)
     return banned
+
+
+@dataclass(frozen=True)
+class ColourSlot:
+    """Where an answer grounds "COLOUR CATEGORY": `position` of the colour token in the
+    answer's ids, the colour probe class of what it wrote (`label`) and those of the
+    category's other colours, by colour token id (`others`)."""
+
+    position: int
+    label: int
+    others: dict[int, int]
+
+
+@functools.lru_cache(maxsize=16)
+def _colour_patterns(
+    tokenizer: PreTrainedTokenizerBase, labels: tuple[str, ...]
+) -> dict[tuple[int, ...], dict[int, int]]:
+    """Category token ids in running text -> {colour token id: label index}, for the labels
+    whose colour word is one token (" red"); others cannot be re-chosen in one slot."""
+    patterns: dict[tuple[int, ...], dict[int, int]] = {}
+    for index, label in enumerate(labels):
+        colour, _, category = label.partition(" ")
+        colour_ids = tokenizer.encode(" " + colour, add_special_tokens=False)
+        category_ids = tuple(tokenizer.encode(" " + category, add_special_tokens=False))
+        if len(colour_ids) == 1 and category and category_ids:
+            patterns.setdefault(category_ids, {})[colour_ids[0]] = index
+    return patterns
+
+
+def colour_slots(
+    token_ids: Sequence[int],
+    tokenizer: PreTrainedTokenizerBase,
+    labels: Sequence[str],
+    target_id: int,
+) -> list[ColourSlot]:
+    """Each "COLOUR CATEGORY" of `labels` that the answer `token_ids` writes right before a
+    target token (`target_id`, e.g. `<SEG>`'s; blank tokens between them are skipped), in
+    order."""
+    patterns = _colour_patterns(tokenizer, tuple(labels))
+    ids = list(token_ids)
+    blank = {i for i in set(ids) if i != target_id and not tokenizer.decode([i]).strip()}
+    slots = []
+    for position, token in enumerate(ids[:-2]):
+        for category, colours in patterns.items():
+            end = position + 1 + len(category)
+            if token not in colours or tuple(ids[position + 1 : end]) != category:
+                continue
+            while end < len(ids) and ids[end] in blank:
+                end += 1
+            if end < len(ids) and ids[end] == target_id:
+                others = {c: i for c, i in colours.items() if c != token}
+                slots.append(ColourSlot(position, colours[token], others))
+    return slots
+
+
+def recolour(
+    slots: Sequence[ColourSlot], presence: Sequence[float], threshold: float
+) -> tuple[ColourSlot, list[int]] | None:
+    """The first slot whose pair the colour probe does not find (`presence`, per label, below
+    `threshold`) while it finds the category in other colours, with those colours' token ids;
+    None when every grounded colour is found or nothing else is."""
+    for slot in slots:
+        if presence[slot.label] >= threshold:
+            continue
+        found = [token for token, label in slot.others.items() if presence[label] >= threshold]
+        if found:
+            return slot, found
+    return None

@@ -27,7 +27,13 @@ from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.backbone import Backbone, BackboneOutput, Generation, build_llava
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
-from pixelreason.models.presence import ban_list, class_presence, named_classes
+from pixelreason.models.presence import (
+    ban_list,
+    class_presence,
+    colour_slots,
+    named_classes,
+    recolour,
+)
 from pixelreason.models.probe import VisionProbe
 from pixelreason.models.sam import SamDecoder
 from pixelreason.processing import (
@@ -42,7 +48,7 @@ from pixelreason.processing import (
 )
 from pixelreason.prompting import Turn
 from pixelreason.tokenizer import bundled_tokenizer
-from pixelreason.tokens import IMAGE_TOKEN, add_special_tokens, token_id
+from pixelreason.tokens import IMAGE_TOKEN, SEG_TOKEN, add_special_tokens, token_id
 from pixelreason.train.losses import (
     LossWeights,
     combine,
@@ -162,6 +168,11 @@ class PixelReasonModel(nn.Module):
                 head.sam.prompt_dim
                 if isinstance(head, SamHead) and config.probe_mask_head
                 else None,
+            )
+        self.colour_probe = None
+        if config.colour_probe_labels:
+            self.colour_probe = VisionProbe(
+                len(config.colour_probe_labels) + 1, backbone.hidden_size, None
             )
 
     # -- construction -------------------------------------------------------------------------
@@ -554,6 +565,7 @@ class PixelReasonModel(nn.Module):
         temperature: float = 1.0,
         locations: Sequence[torch.Tensor | np.ndarray | None] | None = None,
         presence_threshold: float | None = None,
+        colour_threshold: float | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
 
@@ -561,7 +573,9 @@ class PixelReasonModel(nn.Module):
         answers equal those of `answer` one at a time; the head then runs per row on that
         row's image context. `presence_threshold` (default: the config's) turns on the
         presence check (`pixelreason.models.presence`) for models with probe labels: answers
-        that ground a class the image does not show are decoded again without its names.
+        that ground a class the image does not show are decoded again without its names;
+        `colour_threshold` (default: the config's) the colour check for models with a colour
+        probe: a grounded colour the image does not show on that category is chosen again.
         """
         if len(caches) != len(turns_list):
             raise ValueError(f"{len(caches)} images for {len(turns_list)} conversations")
@@ -605,6 +619,10 @@ class PixelReasonModel(nn.Module):
         threshold = threshold if presence_threshold is None else presence_threshold
         if threshold > 0 and self.probe is not None and self.config.probe_labels:
             self._check_presence(caches, answers, threshold, embeds, attention, generate)
+        threshold = self.config.colour_threshold
+        threshold = threshold if colour_threshold is None else colour_threshold
+        if threshold > 0 and self.colour_probe is not None:
+            self._check_colour(caches, answers, threshold, embeds, attention, generate)
         return self.head.follow_up(self, caches, turns_list, answers)
 
     def _check_presence(
@@ -639,6 +657,55 @@ class PixelReasonModel(nn.Module):
         for row, generation, (text, names) in zip(rows, redone, rejected, strict=True):
             answer = self._masks_for(caches[row], generation)
             answer.extras["presence_check"] = {"rejected": text, "absent": names}
+            answers[row] = answer
+
+    def _check_colour(
+        self,
+        caches: Sequence[ImageCache],
+        answers: list[Answer],
+        threshold: float,
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        generate: Callable[..., list[Generation]],
+    ) -> None:
+        """Decode again, in place, each answer whose first grounded "COLOUR CATEGORY" the colour
+        probe does not find while it finds that category in other colours: the same answer up
+        to the colour word, then one of the colours found, then freely
+        (`pixelreason.models.presence`). A new answer that no longer grounds the category
+        right after that colour is dropped and the first one kept."""
+        labels = self.config.colour_probe_labels
+        tokenizer = self.preprocessor.tokenizer
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        if target_id is None:
+            return  # targets written as text (SAM4MLLM): no one token marks them
+        presence = class_presence(self.colour_probe, torch.cat([c.features for c in caches]))
+        rows, slots, chosen = [], [], []
+        for row, answer in enumerate(answers):
+            if not len(answer.scores):
+                continue
+            ids = answer.token_ids.tolist()
+            found = recolour(
+                colour_slots(ids, tokenizer, labels, target_id), presence[row].tolist(), threshold
+            )
+            if found is not None:
+                slot, allowed = found
+                rows.append(row)
+                slots.append((ids[: slot.position], allowed))
+                chosen.append(slot)
+        if not rows:
+            return
+        index = torch.tensor(rows, device=embeds.device)
+        redone = generate(embeds[index], attention[index.to(attention.device)], slots=slots)
+        for row, generation, slot in zip(rows, redone, chosen, strict=True):
+            ids = generation.token_ids.tolist()
+            again = colour_slots(ids, tokenizer, labels, target_id)
+            regrounded = [s.label for s in again if s.position == slot.position]
+            if not set(regrounded) & set(slot.others.values()):
+                continue  # the new colour went with another category: keep the first answer
+            first = answers[row]
+            answer = self._masks_for(caches[row], generation)
+            answer.extras.update({k: v for k, v in first.extras.items() if k == "presence_check"})
+            answer.extras["colour_check"] = {"rejected": first.text, "absent": labels[slot.label]}
             answers[row] = answer
 
     def _masks_for(self, cache: ImageCache, generation: Generation) -> Answer:

@@ -14,6 +14,11 @@ alone on generated scenes, which costs a fraction of a full step per image:
   which LISA's `<SEG>` later prompts SAM (one vector from the LLM), so the decoder learns to
   follow a single prompt token before the LLM learns to write one.
 
+The same wrapper, with `colour=True`, fits the *colour probe* (`task: colour-probe`): a per-cell
+classifier over "COLOUR CATEGORY" pairs (`Scene.colour_map`) on the image features of a trained
+model whose every other weight stays frozen; the colour check reads it at inference
+(`pixelreason.models.presence`).
+
 `ScenePretraining` wraps a `PixelReasonModel` in the trainer's interface (`collate`, a
 forward returning `LossOutput`, `save_pretrained` of the wrapped model), so a recipe with
 `task: pretrain` trains, checkpoints and resumes like any other; the saved model is the
@@ -34,6 +39,7 @@ from pixelreason.data.schema import SegSample
 from pixelreason.data.world import generate_scene
 from pixelreason.errors import InputError
 from pixelreason.models.heads.base import SamHead
+from pixelreason.models.probe import VisionProbe
 from pixelreason.models.segmenter import LossOutput, PixelReasonModel
 from pixelreason.processing import ImageInputs
 from pixelreason.train.losses import LossWeights, mask_bce, mask_dice, mask_iou
@@ -59,34 +65,49 @@ class SceneBatch:
 
 
 class SceneStream:
-    """index -> a fresh ReasonWorld scene with its class map (deterministic in the index)."""
+    """index -> a fresh ReasonWorld scene with its class map (deterministic in the index): the
+    category map, or with `colour` the colour-and-category map."""
 
-    def __init__(self, seed: int = 0, image_size: int = 128) -> None:
-        self.seed, self.image_size = seed, image_size
+    def __init__(self, seed: int = 0, image_size: int = 128, colour: bool = False) -> None:
+        self.seed, self.image_size, self.colour = seed, image_size, colour
 
     def __call__(self, index: int) -> SegSample:
         rng = np.random.default_rng([self.seed, 23, index])
         scene = generate_scene(rng, size=self.image_size)
-        return SegSample(scene.image, [], semantic=scene.semantic_map())
+        semantic = scene.colour_map() if self.colour else scene.semantic_map()
+        return SegSample(scene.image, [], semantic=semantic)
 
 
 class ScenePretraining(nn.Module):
-    """The encoders of `model` with the probe and (SAM heads) one concept prompt per class."""
+    """The encoders of `model` with the probe and (SAM heads) one concept prompt per class;
+    with `colour`, the colour probe alone (no concept prompts)."""
 
-    def __init__(self, model: PixelReasonModel, prompts_per_image: int = 3) -> None:
+    def __init__(
+        self, model: PixelReasonModel, prompts_per_image: int = 3, colour: bool = False
+    ) -> None:
         super().__init__()
         self.prompts_per_image = prompts_per_image
-        if model.probe is None:
+        probe = model.colour_probe if colour else model.probe
+        if probe is None:
             raise InputError(
-                "encoder pretraining needs the category probe: set probe_classes (e.g. 56 for "
-                "ReasonWorld) in the recipe's model section"
+                "fitting the colour probe needs one: set colour_probe: true (ReasonWorld's "
+                "colours) in the recipe's model section"
+                if colour
+                else "encoder pretraining needs the category probe: set probe_classes (e.g. 56 "
+                "for ReasonWorld) in the recipe's model section"
             )
         self.model = model
-        self.classes = model.probe.classes
-        self.sam = model.head.sam if isinstance(model.head, SamHead) else None
+        self.probe_name = "colour_probe" if colour else "probe"
+        self.classes = probe.classes
+        self.sam = model.head.sam if isinstance(model.head, SamHead) and not colour else None
         self.concepts = (
             nn.Embedding(self.classes, self.sam.prompt_dim) if self.sam is not None else None
         )
+
+    @property
+    def probe(self) -> VisionProbe:
+        """The probe being trained (a submodule of the model, not registered here again)."""
+        return getattr(self.model, self.probe_name)
 
     def collate(self, samples: Sequence[SegSample]) -> SceneBatch:
         images, maps = [], []
@@ -151,7 +172,7 @@ class ScenePretraining(nn.Module):
         features, embeddings = self._encode(batch, weights.probe > 0, weights.mask > 0)
         losses, loss = {}, batch.backbone_pixels.new_zeros(())
         if features is not None:
-            losses["probe"] = self.model.probe.loss(features, None, batch.semantic, batch.images, 0)
+            losses["probe"] = self.probe.loss(features, None, batch.semantic, batch.images, 0)
             loss = loss + weights.probe * losses["probe"]
         bce = dice = batch.backbone_pixels.new_zeros(0)
         if embeddings is not None:
@@ -183,7 +204,7 @@ class ScenePretraining(nn.Module):
         for start in range(0, len(samples), batch_size):
             batch = self.collate(samples[start : start + batch_size])
             features, embeddings = self._encode(batch)
-            logits, target = self.model.probe.cell_logits(features, batch.semantic)
+            logits, target = self.probe.cell_logits(features, batch.semantic)
             share, dominant = target[:, 1:].max(1)
             covered = share >= 0.5
             hits += int((logits.argmax(1) == dominant + 1)[covered].sum())
@@ -201,7 +222,9 @@ class ScenePretraining(nn.Module):
         self.model.save_pretrained(directory)
 
 
-def pretraining_val(seed: int, count: int, image_size: int) -> list[SegSample]:
+def pretraining_val(
+    seed: int, count: int, image_size: int, colour: bool = False
+) -> list[SegSample]:
     """`count` scenes for validating a pretraining run, apart from the training stream."""
-    stream = SceneStream(seed + 1_000_003, image_size)
+    stream = SceneStream(seed + 1_000_003, image_size, colour)
     return [stream(index) for index in range(count)]

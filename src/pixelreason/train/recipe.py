@@ -9,11 +9,14 @@ val: {seed: 1, samples: 50}       # generated ReasonWorld val samples for period
 train: {steps: 2000, batch_size: 8, lr: 3e-4, warmup_steps: 100, lora: null, ...}
 out: runs/default
 task: segment                     # or `pretrain`: the encoders alone on scenes
-                                  # (`pixelreason.train.pretrain`), before a segment stage
+                                  # (`pixelreason.train.pretrain`), before a segment stage;
+                                  # or `colour-probe`: only the colour probe, on a trained
+                                  # model's frozen image features (`colour_probe: true`)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import yaml
 from pixelreason.api import Segmenter
 from pixelreason.config import ModelConfig, preset
 from pixelreason.data.mixing import MixConfig, WorldMixture
-from pixelreason.data.world.categories import CATEGORIES, class_labels
+from pixelreason.data.world.categories import CATEGORIES, class_labels, colour_labels
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world
 from pixelreason.models.segmenter import PixelReasonModel
@@ -42,11 +45,12 @@ class Recipe:
     train: TrainConfig
     val: dict[str, Any] = field(default_factory=dict)
     out: str = "runs/train"
-    #: "segment" (answers and masks) or "pretrain" (the encoders alone, `ScenePretraining`).
+    #: "segment" (answers and masks), "pretrain" (the encoders alone, `ScenePretraining`) or
+    #: "colour-probe" (the colour probe alone, everything else frozen).
     task: str = "segment"
 
 
-TASKS = ("segment", "pretrain")
+TASKS = ("segment", "pretrain", "colour-probe")
 
 
 def _dataclass_from(cls: type, data: dict[str, Any] | None, where: str) -> Any:
@@ -87,8 +91,8 @@ def load_recipe(path: str | Path) -> Recipe:
     task = raw.get("task", "segment")
     if task not in TASKS:
         raise InputError(f"{path}: task must be one of {list(TASKS)}, got {task!r}")
-    if task == "pretrain" and train_raw.get("lora") is not None:
-        raise InputError(f"{path}: task: pretrain trains the encoders in full; drop train.lora")
+    if task != "segment" and train_raw.get("lora") is not None:
+        raise InputError(f"{path}: task: {task} trains no LoRA adapters; drop train.lora")
     if "freeze" in train_raw and not (
         isinstance(train_raw["freeze"], list)
         and all(isinstance(p, str) for p in train_raw["freeze"])
@@ -108,7 +112,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 #: Keys of a recipe's `model` section that are not `ModelConfig` fields.
-SPEC_KEYS = ("preset", "seed", "init", "init_skip", "init_parts")
+SPEC_KEYS = ("preset", "seed", "init", "init_skip", "init_parts", "colour_probe")
 
 
 def preset_config(spec: dict[str, Any]) -> ModelConfig:
@@ -124,6 +128,11 @@ def preset_config(spec: dict[str, Any]) -> ModelConfig:
         setattr(config, key, value)
     if config.probe_classes == len(CATEGORIES) + 1 and not config.probe_labels:
         config.probe_labels = class_labels()  # the probe learns ReasonWorld's class maps
+    colour = spec.get("colour_probe", False)
+    if not isinstance(colour, bool):
+        raise InputError(f"model: colour_probe must be true or false, got {colour!r}")
+    if colour and not config.colour_probe_labels:
+        config.colour_probe_labels = colour_labels()  # ReasonWorld's colour-category pairs
     return config
 
 
@@ -184,6 +193,8 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None) -> TrainResult:
     samples = int(recipe.val.get("samples", 0))
     if recipe.task == "pretrain":
         return _pretrain(model, recipe, Path(out or recipe.out), samples)
+    if recipe.task == "colour-probe":
+        return _pretrain(model, recipe, Path(out or recipe.out), samples, colour=True)
     mixture = WorldMixture(recipe.data)
     evaluate_fn = None
     if samples > 0:
@@ -198,18 +209,30 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None) -> TrainResult:
     return train(model, mixture, Path(out or recipe.out), recipe.train, evaluate_fn)
 
 
-def _pretrain(model: PixelReasonModel, recipe: Recipe, out: Path, samples: int) -> TrainResult:
+def _pretrain(
+    model: PixelReasonModel, recipe: Recipe, out: Path, samples: int, colour: bool = False
+) -> TrainResult:
     """A `task: pretrain` recipe: the encoders alone on a stream of scenes; validation reports
-    the probe's cell accuracy and the concept masks' IoU on `val.samples` other scenes."""
-    wrapper = ScenePretraining(model)
+    the probe's cell accuracy and the concept masks' IoU on `val.samples` other scenes. With
+    `colour` (`task: colour-probe`), the colour probe alone on colour maps: every other weight
+    is frozen and the concept masks are off."""
+    wrapper = ScenePretraining(model, colour=colour)
+    config = recipe.train
+    if colour:
+        if config.loss.mask:
+            raise InputError(
+                "task: colour-probe fits the colour probe alone: set train.loss.mask 0"
+            )
+        frozen = {name.split(".")[1] for name, _ in wrapper.named_parameters()} - {"colour_probe"}
+        config = dataclasses.replace(config, freeze=sorted(f"model.{n}." for n in frozen))
     evaluate_fn = None
     if samples > 0:
         scenes = pretraining_val(
-            int(recipe.val.get("seed", recipe.data.seed)), samples, recipe.data.image_size
+            int(recipe.val.get("seed", recipe.data.seed)), samples, recipe.data.image_size, colour
         )
 
         def evaluate_fn(current: ScenePretraining) -> dict[str, float]:
             return current.measure(scenes)
 
-    stream = SceneStream(recipe.data.seed, recipe.data.image_size)
-    return train(wrapper, stream, out, recipe.train, evaluate_fn)  # type: ignore[arg-type]
+    stream = SceneStream(recipe.data.seed, recipe.data.image_size, colour)
+    return train(wrapper, stream, out, config, evaluate_fn)  # type: ignore[arg-type]

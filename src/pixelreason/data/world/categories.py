@@ -851,3 +851,10 @@ def class_labels() -> list[list[str]]:
     """Each category's singular and plural name, in the order of its class id (its index in
     `CATEGORIES` plus one; 0 is the background): a probe's `ModelConfig.probe_labels`."""
     return [[category.name, category.plural] for category in CATEGORIES]
+
+
+def colour_labels() -> list[str]:
+    """ "COLOUR CATEGORY" for every colour of every category ("red apple", "green apple", ...),
+    in the order of their class ids in `Scene.colour_map` (index plus one; 0 is the
+    background): a colour probe's `ModelConfig.colour_probe_labels`."""
+    return [f"{colour} {category.name}" for category in CATEGORIES for colour in category.colours]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pixelreason.data.world.categories import CATEGORIES, Category
+from pixelreason.data.world.categories import CATEGORIES, Category, colour_labels
 
 __all__ = ["Scene", "SceneObject", "generate_scene", "make_background"]
 
@@ -70,9 +70,19 @@ class Scene:
             out[obj.mask] = CATEGORY_INDEX[obj.category.name] + 1
         return out
 
+    def colour_map(self) -> np.ndarray:
+        """(size, size) int16: 0 on background, 1 + the index of the object's "COLOUR
+        CATEGORY" in `categories.colour_labels()` on each object's visible pixels."""
+        out = np.zeros((self.size, self.size), dtype=np.int16)
+        for obj in self.objects:
+            out[obj.mask] = COLOUR_INDEX[f"{obj.colour} {obj.category.name}"] + 1
+        return out
+
 
 #: Category name -> index in CATEGORIES (the class ids of `Scene.semantic_map`, minus one).
 CATEGORY_INDEX = {category.name: index for index, category in enumerate(CATEGORIES)}
+#: "COLOUR CATEGORY" -> index in `colour_labels()` (the class ids of `Scene.colour_map`, minus 1).
+COLOUR_INDEX = {name: index for index, name in enumerate(colour_labels())}
 
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:

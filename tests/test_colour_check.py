@@ -1,0 +1,167 @@
+"""The colour probe (`task: colour-probe`) and the colour check at inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pixelreason.cli import main
+from pixelreason.config import preset
+from pixelreason.data.world import CATEGORIES, generate_scene
+from pixelreason.data.world.categories import colour_labels
+from pixelreason.data.world.samples import generate_sample
+from pixelreason.errors import InputError
+from pixelreason.models.presence import (
+    ColourSlot,
+    SlotConstraint,
+    class_presence,
+    colour_slots,
+    recolour,
+)
+from pixelreason.models.segmenter import PixelReasonModel
+from pixelreason.prompting import Turn
+from pixelreason.registry import load_model
+from pixelreason.tokenizer import bundled_tokenizer
+from pixelreason.tokens import SEG_TOKEN
+from pixelreason.train.pretrain import ScenePretraining, SceneStream
+from pixelreason.train.recipe import build_model, preset_config
+
+
+def test_colour_labels_and_colour_map_name_each_visible_object() -> None:
+    labels = colour_labels()
+    assert len(labels) == sum(len(c.colours) for c in CATEGORIES) == len(set(labels))
+    assert "red apple" in labels and "green apple" in labels
+    scene = generate_scene(np.random.default_rng(4), size=96)
+    colours, classes = scene.colour_map(), scene.semantic_map()
+    assert colours.shape == classes.shape == (96, 96)
+    assert ((colours == 0) == (classes == 0)).all()  # the same pixels are background
+    for obj in scene.objects:
+        if obj.mask.any():
+            label = labels.index(f"{obj.colour} {obj.category.name}") + 1
+            assert (colours[obj.mask] == label).all()
+
+
+def test_slot_constraint_forces_the_prefix_then_one_allowed_token_then_nothing() -> None:
+    processor = SlotConstraint([([4, 2], [7, 8]), None])
+    scores = torch.arange(20, dtype=torch.float).reshape(2, 10)
+    out = processor(torch.zeros(2, 1, dtype=torch.long), scores.clone())
+    assert out[0].argmax() == 2 and torch.isinf(out[0]).sum() == 9  # prefix[1] forced
+    assert torch.equal(out[1], scores[1])  # a free row is untouched
+    out = processor(torch.zeros(2, 2, dtype=torch.long), scores.clone())
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [7, 8]
+    assert out[0, 8] == scores[0, 8]  # the LLM's own preference among the allowed
+    out = processor(torch.zeros(2, 3, dtype=torch.long), scores.clone())
+    assert torch.equal(out, scores)  # past the slot: free
+    with pytest.raises(ValueError, match="slots"):
+        processor(torch.zeros(3, 1, dtype=torch.long), torch.zeros(3, 10))
+
+
+def test_colour_slots_find_colour_and_category_right_before_a_target() -> None:
+    tokenizer = bundled_tokenizer()
+    labels = ["red mug", "blue mug", "green mug", "red trash can", "grey trash can"]
+    target = 9999
+
+    def ids(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    answer = ids("The striped red mug ") + [target] + ids(" and the grey trash can") + [target]
+    assert len(ids("The striped red mug ")) == len(ids("The striped red mug")) + 1  # a blank
+    slots = colour_slots(answer, tokenizer, labels, target)
+    assert [s.label for s in slots] == [0, 4]
+    assert answer[slots[0].position] == ids(" red")[0]
+    assert slots[0].others == {ids(" blue")[0]: 1, ids(" green")[0]: 2}
+    assert colour_slots(ids("The red mug is here."), tokenizer, labels, target) == []
+    # not found: pick among the category's colours that are
+    slot = slots[0]
+    assert recolour([slot], [0.01, 0.5, 0.05, 0, 0], 0.1) == (slot, [ids(" blue")[0]])
+    assert recolour([slot], [0.2, 0.5, 0.5, 0, 0], 0.1) is None  # red mug found: kept
+    assert recolour([slot], [0.01, 0.02, 0.05, 0, 0], 0.1) is None  # no mug found at all
+    other = ColourSlot(3, 4, {7: 3})
+    assert recolour([slot, other], [0.5, 0, 0, 0.3, 0.0], 0.1) == (other, [7])
+
+
+def test_generate_batch_follows_the_slot() -> None:
+    torch.manual_seed(0)
+    model = PixelReasonModel.from_config(preset("tiny")).eval()
+    embeds = torch.randn(2, 5, model.backbone.hidden_size)
+    tokenizer = model.preprocessor.tokenizer
+    kwargs = dict(max_new_tokens=5, eos_token_id=tokenizer.eos_token_id, pad_token_id=0)
+    free = model.backbone.generate_batch(embeds, None, **kwargs)
+    allowed = [t for t in range(20, 40) if t != int(free[0].token_ids[2])][:3]
+    slots = [([11, 12], allowed), None]
+    forced = model.backbone.generate_batch(embeds, None, slots=slots, **kwargs)
+    assert forced[0].token_ids[:2].tolist() == [11, 12]
+    assert int(forced[0].token_ids[2]) in allowed
+    assert torch.equal(forced[1].token_ids, free[1].token_ids)
+
+
+def test_colour_probe_recipe_fits_the_probe_alone(tmp_path: Path) -> None:
+    spec = "{preset: tiny, seed: 0, probe_classes: 56, colour_probe: true}"
+    recipe = tmp_path / "colour.yaml"
+    recipe.write_text(
+        f"model: {spec}\ntask: colour-probe\ndata: {{image_size: 64}}\nval: {{samples: 2}}\n"
+        "train: {steps: 3, batch_size: 2, lr: 0.01, log_every: 1, eval_every: 3, "
+        "loss: {probe: 1.0, mask: 0.0}}\n"
+        f"out: {tmp_path / 'run'}\n"
+    )
+    assert main(["train", str(recipe)]) == 0
+    config = preset_config({"preset": "tiny", "probe_classes": 56, "colour_probe": True})
+    assert config.colour_probe_labels == colour_labels()
+    torch.manual_seed(0)
+    fresh = build_model({"preset": "tiny", "seed": 0, "probe_classes": 56, "colour_probe": True})
+    fitted = PixelReasonModel.from_pretrained(tmp_path / "run" / "model")
+    assert fitted.config.colour_probe_labels == colour_labels()
+    before, after = fresh.state_dict(), fitted.state_dict()
+    for name, value in after.items():
+        moved = not torch.equal(value, before[name])
+        assert moved == name.startswith("colour_probe."), name
+    assert "val_probe_acc" in (tmp_path / "run" / "history.json").read_text()
+
+
+def test_colour_probe_task_needs_a_colour_probe_and_no_masks(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="colour_probe: true"):
+        ScenePretraining(build_model({"preset": "tiny", "probe_classes": 56}), colour=True)
+    with pytest.raises(InputError, match="colour_probe must be true or false"):
+        preset_config({"preset": "tiny", "colour_probe": "yes"})
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(
+        "model: {preset: tiny, colour_probe: true}\ntask: colour-probe\n"
+        "train: {steps: 1, loss: {probe: 1.0, mask: 1.0}}\n"
+        f"out: {tmp_path / 'run'}\n"
+    )
+    assert main(["train", str(recipe)]) != 0
+    stream = SceneStream(seed=2, image_size=64, colour=True)
+    assert int(stream(0).semantic.max()) > len(CATEGORIES)  # pair ids go past the categories
+
+
+def test_bundled_default_recolours_answers_to_a_colour_the_probe_finds() -> None:
+    model, _ = load_model("default")
+    threshold = model.config.colour_threshold
+    assert threshold > 0 and model.config.colour_probe_labels == colour_labels()
+    labels = model.config.colour_probe_labels
+    target = model.preprocessor.tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+    checked = 0
+    for index in range(40):
+        sample = generate_sample(0, "test", index)
+        cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+        turns = [Turn(sample.conversation[0][0])]
+        answer = model.answer(cache, turns)
+        if "colour_check" not in answer.extras:
+            continue
+        checked += 1
+        unchecked = model.answer_batch([cache], [turns], colour_threshold=0.0)[0]
+        assert unchecked.text == answer.extras["colour_check"]["rejected"] != answer.text
+        presence = class_presence(model.colour_probe, cache.features)[0].tolist()
+        rejected = labels.index(answer.extras["colour_check"]["absent"])
+        assert presence[rejected] < threshold
+        ids = answer.token_ids.tolist()
+        grounded = [
+            s.label for s in colour_slots(ids, model.preprocessor.tokenizer, labels, target)
+        ]
+        assert any(presence[label] >= threshold for label in grounded)
+        if checked == 2:
+            break
+    assert checked == 2  # the check fires on some of the first test queries
