@@ -230,7 +230,7 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="colour check (models with a colour probe): an answer that grounds 'COLOUR "
         "CATEGORY' the colour probe finds in no cell with probability >= P, while it finds that "
-        "category in other colours, gets the colour word chosen again among those; 0 turns it "
+        "category in other colours, gets the colour it finds most for that category; 0 turns it "
         "off (default: the model's setting, 0.1 for the bundled default)",
     )
 

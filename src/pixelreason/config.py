@@ -64,8 +64,8 @@ class ModelConfig:
     colour_probe_labels: list[str] = field(default_factory=list)
     #: The colour check at inference (`pixelreason.models.presence`; 0: off): an answer that
     #: grounds "COLOUR CATEGORY" where the colour probe finds that pair below this in every
-    #: cell, but finds the category in another colour, has that colour word decoded again
-    #: among the colours found.
+    #: cell, but finds the category in another colour, gets the colour word the probe finds
+    #: most for that category instead.
     colour_threshold: float = 0.0
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).

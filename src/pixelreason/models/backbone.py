@@ -10,12 +10,11 @@ from torch import nn
 from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
-    LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
 )
 
-from pixelreason.models.presence import BannedSequences, SlotConstraint
+from pixelreason.models.presence import BannedSequences
 
 STEMS = ("patch", "conv")
 
@@ -260,7 +259,6 @@ class Backbone(nn.Module):
         do_sample: bool = False,
         temperature: float = 1.0,
         banned: Sequence[Sequence[Sequence[int]]] | None = None,
-        slots: Sequence[tuple[Sequence[int], Sequence[int]] | None] | None = None,
     ) -> list[Generation]:
         """Continue B prompts in one transformers `generate` call.
 
@@ -269,9 +267,7 @@ class Backbone(nn.Module):
         every prompt starts at position 0 as it would alone, and the mask keeps padding out of
         attention. Each row stops at its first end-of-sequence token (kept, as when alone);
         later steps of a finished row are discarded. `banned`: per row, token sequences the
-        answer may not contain (`pixelreason.models.presence.BannedSequences`). `slots`: per
-        row None or (prefix, allowed): the answer starts with the prefix ids and then one of
-        the allowed ids (`pixelreason.models.presence.SlotConstraint`).
+        answer may not contain (`pixelreason.models.presence.BannedSequences`).
         """
         batch, length = inputs_embeds.shape[:2]
         if attention_mask is None:
@@ -280,11 +276,6 @@ class Backbone(nn.Module):
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} != {(batch, length)}")
         if not bool(attention_mask[:, -1].all()):
             raise ValueError("prompts must be left-padded: the last position must be real")
-        processors: list[LogitsProcessor] = []
-        if banned:
-            processors.append(BannedSequences(banned))
-        if slots:
-            processors.append(SlotConstraint(slots))
         out = self.model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask.to(inputs_embeds.device),
@@ -296,7 +287,7 @@ class Backbone(nn.Module):
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
             bad_words_ids=[[self.image_token_id]],
-            logits_processor=LogitsProcessorList(processors) if processors else None,
+            logits_processor=LogitsProcessorList([BannedSequences(banned)]) if banned else None,
             output_hidden_states=True,
             return_dict_in_generate=True,
         )

@@ -15,8 +15,8 @@ The colour check does the same for colours, which the LLM reads off the image ev
 colour that no object in the scene has). A second probe, the colour probe, classifies each
 cell into "COLOUR CATEGORY" pairs (`ModelConfig.colour_probe_labels`). Where an answer grounds
 "red mug", the probe finds no red mug (every cell below `ModelConfig.colour_threshold`) but
-finds a mug of another colour, the answer is decoded again up to that colour word, the word is
-chosen by the LLM among the mug colours found (`SlotConstraint`), and the rest follows freely.
+finds a mug of another colour, the colour word becomes the mug colour the probe finds most, and
+one teacher-forced pass recomputes the states after it, so the mask follows the new words.
 """
 
 from __future__ import annotations
@@ -51,31 +51,6 @@ class BannedSequences(LogitsProcessor):
                 prefix = len(seq) - 1
                 if prefix == 0 or (length >= prefix and recent[length - prefix :] == seq[:-1]):
                     scores[row, seq[-1]] = -float("inf")
-        return scores
-
-
-class SlotConstraint(LogitsProcessor):
-    """Per batch row, None (free) or (prefix, allowed): `generate` writes the prefix token ids
-    first, then one token from `allowed`, then goes on freely."""
-
-    def __init__(self, slots: Sequence[tuple[Sequence[int], Sequence[int]] | None]) -> None:
-        self.slots = [None if s is None else (list(s[0]), list(s[1])) for s in slots]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if len(self.slots) != scores.shape[0]:
-            raise ValueError(f"{len(self.slots)} slots for {scores.shape[0]} rows")
-        step = input_ids.shape[1]  # tokens written so far (the prompt came as embeddings)
-        for row, slot in enumerate(self.slots):
-            if slot is None or step > len(slot[0]):
-                continue
-            prefix, allowed = slot
-            if step < len(prefix):
-                scores[row] = -float("inf")
-                scores[row, prefix[step]] = 0.0
-            else:
-                kept = scores[row, allowed].clone()
-                scores[row] = -float("inf")
-                scores[row, allowed] = kept
         return scores
 
 

@@ -610,7 +610,7 @@ class PixelReasonModel(nn.Module):
             do_sample=do_sample,
             temperature=temperature,
         )
-        generations = generate(embeds, attention)
+        generations = list(generate(embeds, attention))
         answers = [
             self._masks_for(cache, generation)
             for cache, generation in zip(caches, generations, strict=True)
@@ -618,17 +618,20 @@ class PixelReasonModel(nn.Module):
         threshold = self.config.presence_threshold
         threshold = threshold if presence_threshold is None else presence_threshold
         if threshold > 0 and self.probe is not None and self.config.probe_labels:
-            self._check_presence(caches, answers, threshold, embeds, attention, generate)
+            self._check_presence(
+                caches, answers, generations, threshold, embeds, attention, generate
+            )
         threshold = self.config.colour_threshold
         threshold = threshold if colour_threshold is None else colour_threshold
         if threshold > 0 and self.colour_probe is not None:
-            self._check_colour(caches, answers, threshold, embeds, attention, generate)
+            self._check_colour(caches, answers, generations, threshold, embeds, attention)
         return self.head.follow_up(self, caches, turns_list, answers)
 
     def _check_presence(
         self,
         caches: Sequence[ImageCache],
         answers: list[Answer],
+        generations: list[Generation],
         threshold: float,
         embeds: torch.Tensor,
         attention: torch.Tensor,
@@ -657,56 +660,73 @@ class PixelReasonModel(nn.Module):
         for row, generation, (text, names) in zip(rows, redone, rejected, strict=True):
             answer = self._masks_for(caches[row], generation)
             answer.extras["presence_check"] = {"rejected": text, "absent": names}
-            answers[row] = answer
+            answers[row], generations[row] = answer, generation
 
     def _check_colour(
         self,
         caches: Sequence[ImageCache],
         answers: list[Answer],
+        generations: list[Generation],
         threshold: float,
         embeds: torch.Tensor,
         attention: torch.Tensor,
-        generate: Callable[..., list[Generation]],
     ) -> None:
-        """Decode again, in place, each answer whose first grounded "COLOUR CATEGORY" the colour
-        probe does not find while it finds that category in other colours: the same answer up
-        to the colour word, then one of the colours found, then freely
-        (`pixelreason.models.presence`). A new answer that no longer grounds the category
-        right after that colour is dropped and the first one kept."""
+        """Rewrite, in place, each answer whose first grounded "COLOUR CATEGORY" the colour
+        probe does not find while it finds that category in other colours: the colour word
+        becomes the one the probe finds most for that category, and the states after it are
+        recomputed in one teacher-forced pass over prompt and answer
+        (`pixelreason.models.presence`), so the masks follow the new words."""
         labels = self.config.colour_probe_labels
         tokenizer = self.preprocessor.tokenizer
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
         if target_id is None:
             return  # targets written as text (SAM4MLLM): no one token marks them
         presence = class_presence(self.colour_probe, torch.cat([c.features for c in caches]))
-        rows, slots, chosen = [], [], []
+        rows, sequences, edits = [], [], []
         for row, answer in enumerate(answers):
             if not len(answer.scores):
                 continue
-            ids = answer.token_ids.tolist()
+            ids = generations[row].token_ids
+            scores = presence[row].tolist()
             found = recolour(
-                colour_slots(ids, tokenizer, labels, target_id), presence[row].tolist(), threshold
+                colour_slots(ids.tolist(), tokenizer, labels, target_id), scores, threshold
             )
-            if found is not None:
-                slot, allowed = found
-                rows.append(row)
-                slots.append((ids[: slot.position], allowed))
-                chosen.append(slot)
+            if found is None:
+                continue
+            slot, colours = found
+            colour = max(colours, key=lambda token: scores[slot.others[token]])
+            edited = ids.clone()
+            edited[slot.position] = colour
+            prompt = embeds[row][attention[row].bool()]
+            sequences.append(torch.cat([prompt, self.backbone.embed(edited[None, :-1], None)[0]]))
+            rows.append(row)
+            edits.append((slot, edited, len(prompt)))
         if not rows:
             return
-        index = torch.tensor(rows, device=embeds.device)
-        redone = generate(embeds[index], attention[index.to(attention.device)], slots=slots)
-        for row, generation, slot in zip(rows, redone, chosen, strict=True):
-            ids = generation.token_ids.tolist()
-            again = colour_slots(ids, tokenizer, labels, target_id)
-            regrounded = [s.label for s in again if s.position == slot.position]
-            if not set(regrounded) & set(slot.others.values()):
-                continue  # the new colour went with another category: keep the first answer
-            first = answers[row]
-            answer = self._masks_for(caches[row], generation)
-            answer.extras.update({k: v for k, v in first.extras.items() if k == "presence_check"})
-            answer.extras["colour_check"] = {"rejected": first.text, "absent": labels[slot.label]}
-            answers[row] = answer
+        # One teacher-forced pass over each prompt plus its edited answer, right-padded: causal
+        # attention is then exact for every real token (`Backbone.forward`).
+        length = max(len(s) for s in sequences)
+        padded = embeds.new_zeros((len(sequences), length, embeds.shape[-1]))
+        for index, sequence in enumerate(sequences):
+            padded[index, : len(sequence)] = sequence
+        states = self.backbone(padded, None).hidden
+        for index, (row, (slot, edited, prompt_length)) in enumerate(zip(rows, edits, strict=True)):
+            first = generations[row]
+            start = prompt_length - 1 + slot.position  # the state that predicted the colour
+            hidden = states[index, start : prompt_length - 1 + len(edited)]
+            joined = Generation(
+                token_ids=edited,
+                hidden=torch.cat([first.hidden[: slot.position], hidden.to(first.hidden.dtype)]),
+            )
+            answer = self._masks_for(caches[row], joined)
+            kept = answers[row].extras.get("presence_check")
+            if kept:
+                answer.extras["presence_check"] = kept
+            answer.extras["colour_check"] = {
+                "rejected": answers[row].text,
+                "absent": labels[slot.label],
+            }
+            answers[row], generations[row] = answer, joined
 
     def _masks_for(self, cache: ImageCache, generation: Generation) -> Answer:
         ids = generation.token_ids[None]
