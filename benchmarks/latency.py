@@ -80,7 +80,7 @@ def main() -> None:
     colour = result.extras.get("colour_check")
     threshold = segmenter.model.config.colour_threshold
     if colour:
-        print(f"colour check (threshold {threshold}): decoded again; first {colour['rejected']!r}")
+        print(f"colour check (threshold {threshold}): rewritten; first {colour['rejected']!r}")
     else:
         print(f"colour check (threshold {threshold}): no change")
 
