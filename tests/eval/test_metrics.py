@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from pixelreason.eval.evaluate import names_targets
 from pixelreason.eval.metrics import (
     IoUAccumulator,
     hungarian_multi_target_iou,
@@ -142,3 +143,13 @@ def test_hungarian_solver_large_against_known_optimum() -> None:
     weights[np.arange(n), perm] = 1.0
     pairs = max_weight_assignment(weights)
     assert pairs == [(r, int(perm[r])) for r in range(n)]
+
+
+def test_names_targets_needs_a_grounded_answer() -> None:
+    assert names_targets("The Red Mug <SEG>.", 1, ["red mug"])
+    assert not names_targets("The blue mug <SEG>.", 1, ["red mug"])
+    # Every target must be named.
+    assert not names_targets("The apple <SEG> and <SEG>.", 2, ["apple", "pear"])
+    assert names_targets("The apple <SEG> and the pear <SEG>.", 2, ["apple", "pear"])
+    # A refusal mentions the name only to deny it.
+    assert not names_targets("There is no red mug in this image.", 0, ["red mug"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,8 +125,7 @@ def evaluate(
             multi.append(hungarian_multi_target_iou(list(masks), item.targets))
         names = None
         if item.targets and item.target_names:
-            lowered = answer_text.lower()
-            names = all(name.lower() in lowered for name in item.target_names)
+            names = names_targets(answer_text, len(masks), item.target_names)
             named.append(names)
         if len(item.targets) == 1 and len(masks) == 1:
             calibration.append((scores[0], iou))
@@ -165,6 +164,13 @@ def evaluate(
         "samples": [{k: v for k, v in r.items() if not k.startswith("_")} for r in records],
     }
     return report, records
+
+
+def names_targets(answer: str, num_masks: int, target_names: Sequence[str]) -> bool:
+    """Whether an answer names its targets: it grounds at least one mask and holds every
+    target's name (any case). "There is no car in this image." names no car: it denies it."""
+    lowered = answer.lower()
+    return num_masks > 0 and all(name.lower() in lowered for name in target_names)
 
 
 def _calibration(pairs: list[tuple[float, float]]) -> dict[str, float | int | None]:
