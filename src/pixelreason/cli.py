@@ -233,13 +233,23 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "category in other colours, gets the colour it finds most for that category; 0 turns it "
         "off (default: the model's setting, 0.1 for the bundled default)",
     )
+    parser.add_argument(
+        "--request-threshold",
+        type=float,
+        default=None,
+        metavar="P",
+        help="request check (models with a probe): a query for one class by name ('the red "
+        "mug') is answered in words when the probe does not find that class, and its refusal "
+        "is decoded again when the probes find it (the colour probe the colour and class the "
+        "query names) with probability >= P; 0 turns it off (default: the model's setting)",
+    )
 
 
 def _set_checks(model: Any, args: argparse.Namespace) -> None:
-    """The presence and colour thresholds given on the command line, checked."""
+    """The presence, colour and request thresholds given on the command line, checked."""
     from pixelreason.errors import InputError
 
-    for option in ("presence_threshold", "colour_threshold"):  # ModelConfig fields too
+    for option in ("presence_threshold", "colour_threshold", "request_threshold"):
         threshold = getattr(args, option)
         if threshold is None:
             continue

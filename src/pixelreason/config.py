@@ -67,6 +67,11 @@ class ModelConfig:
     #: cell, but finds the category in another colour, gets the colour word the probe finds
     #: most for that category instead.
     colour_threshold: float = 0.0
+    #: The request check at inference (`pixelreason.models.presence`; 0: off; needs the
+    #: probe): a request for one class by an explicit description ("the red mug") is answered
+    #: in words where the probe finds no such class (below `presence_threshold`), and a refusal
+    #: of it is decoded again where the probes find it with at least this probability.
+    request_threshold: float = 0.0
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
     vision_stem: str = "patch"

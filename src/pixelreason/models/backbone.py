@@ -259,6 +259,7 @@ class Backbone(nn.Module):
         do_sample: bool = False,
         temperature: float = 1.0,
         banned: Sequence[Sequence[Sequence[int]]] | None = None,
+        prefix: Sequence[int] = (),
     ) -> list[Generation]:
         """Continue B prompts in one transformers `generate` call.
 
@@ -267,7 +268,9 @@ class Backbone(nn.Module):
         every prompt starts at position 0 as it would alone, and the mask keeps padding out of
         attention. Each row stops at its first end-of-sequence token (kept, as when alone);
         later steps of a finished row are discarded. `banned`: per row, token sequences the
-        answer may not contain (`pixelreason.models.presence.BannedSequences`).
+        answer may not contain (`pixelreason.models.presence.BannedSequences`). `prefix`: token
+        ids every answer starts with, written for the model (teacher-forced) and returned with
+        the states that predicted them, as if generated.
         """
         batch, length = inputs_embeds.shape[:2]
         if attention_mask is None:
@@ -276,6 +279,10 @@ class Backbone(nn.Module):
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} != {(batch, length)}")
         if not bool(attention_mask[:, -1].all()):
             raise ValueError("prompts must be left-padded: the last position must be real")
+        forced = torch.tensor([list(prefix)] * batch, dtype=torch.long, device=inputs_embeds.device)
+        if len(prefix):
+            inputs_embeds = torch.cat([inputs_embeds, self.embed(forced, None)], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(forced)], dim=1)
         out = self.model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask.to(inputs_embeds.device),
@@ -295,9 +302,12 @@ class Backbone(nn.Module):
         # hidden_states[step][-1] is the last layer; step 0 covers the whole prompt, and its last
         # position predicted the first new token; each later step adds one position.
         if out.hidden_states:
-            states = torch.stack([step[-1][:, -1] for step in out.hidden_states], dim=1)
+            first = out.hidden_states[0][-1][:, -1 - len(prefix) :]  # also predicted the prefix
+            later = [step[-1][:, -1:] for step in out.hidden_states[1:]]
+            states = torch.cat([first, *later], dim=1)
         else:
             states = inputs_embeds.new_zeros((batch, 0, self.hidden_size))
+        sequences = torch.cat([forced.to(sequences.device), sequences], dim=1)
         generations = []
         for row in range(batch):
             ids = sequences[row]

@@ -179,3 +179,78 @@ def recolour(
         if found:
             return slot, found
     return None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a request asks for by name: the one probe class (`label`, an index into the probe
+    labels) of an explicit description ("the striped red mug", "all the mugs"), and the colour
+    probe label of the description's "COLOUR CATEGORY" where it has one (`colour`)."""
+
+    label: int
+    colour: int | None = None
+
+
+def _mentions(lower: str, labels: Sequence[Sequence[str]]) -> list[tuple[int, int, int]]:
+    """(start, end, class) of each class name in lower-case text, whole words, as a noun: a
+    name inside a longer one ("slice" in "pizza slice") or right before another ("the orange
+    star": a colour word here) does not count."""
+    found = [
+        (match.start(), match.end(), index)
+        for index, names in enumerate(labels)
+        for name in names
+        for match in re.finditer(rf"\b{re.escape(name.lower())}\b", lower)
+    ]
+    inside = {a for a in found for b in found if a != b and b[0] <= a[0] and a[1] <= b[1]}
+    nouns = [m for m in found if m not in inside]
+    starts = {start for start, _, _ in nouns}
+    return sorted(m for m in nouns if not (m[1] + 1 in starts and lower[m[1] : m[1] + 1] == " "))
+
+
+def mentioned_classes(text: str, labels: Sequence[Sequence[str]]) -> list[int]:
+    """Indices into `labels` of the classes a text names as nouns, in order, each once."""
+    return list(dict.fromkeys(index for _, _, index in _mentions(text.lower(), labels)))
+
+
+#: An explicit description ends a request's text before the class name: "the", then at most two
+#: words (pattern and colour, "the striped red").
+_DESCRIPTION = re.compile(r"\bthe((?:\s+[a-z-]+){0,2})\s+$")
+
+
+def requested_class(
+    query: str, labels: Sequence[Sequence[str]], colour_labels: Sequence[str] = ()
+) -> Request | None:
+    """The class a request asks for by an explicit description ("Segment the striped red mug.",
+    "Where are the mugs?"), or None when it names no class, several ("the cup left of the
+    plant") or one only in passing ("the thing that drinks nectar from flowers"). Only the last
+    sentence counts."""
+    # The request is the last sentence: "Where is the book? What is closest to it?" asks for
+    # no book.
+    lower = re.split(r"(?<=[.?!])\s+(?=\S)", query.strip().lower())[-1]
+    mentions = _mentions(lower, labels)
+    if len({index for _, _, index in mentions}) != 1:
+        return None
+    for start, _, index in mentions:
+        described = _DESCRIPTION.search(lower[:start])
+        if described is None:
+            continue
+        colour = None
+        words = described.group(1).split()
+        for size in (1, 2):  # "red mug", "light blue mug"
+            pair = " ".join([*words[len(words) - size :], labels[index][0].lower()])
+            if len(words) >= size and pair in colour_labels:
+                colour = list(colour_labels).index(pair)
+        return Request(index, colour)
+    return None
+
+
+#: The request check's answer for a class the probe does not find, with the request's
+#: description, given to the LLM (teacher-forced; it may go on, the target token banned).
+REFUSAL = "There is no {} in this image."
+
+
+def refusal_bans(tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """Token sequences that start our answers' refusals ("There is no ...", "I cannot find
+    ...", "Nothing in this image ..."), banned where the probes overrule one."""
+    words = ("There", " There", " no", " No", "No", " cannot", "Nothing", " nothing")
+    return [tokenizer.encode(word, add_special_tokens=False) for word in words]

@@ -28,11 +28,15 @@ from pixelreason.models.backbone import Backbone, BackboneOutput, Generation, bu
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.presence import (
+    REFUSAL,
     ban_list,
     class_presence,
     colour_slots,
+    mentioned_classes,
     named_classes,
     recolour,
+    refusal_bans,
+    requested_class,
 )
 from pixelreason.models.probe import VisionProbe
 from pixelreason.models.sam import SamDecoder
@@ -122,6 +126,22 @@ class ImageCache:
     image: ImageInputs
     features: torch.Tensor  # (1, N, D) backbone image features
     context: Any  # the head's own encoding (SAM embedding for LISA)
+
+
+#: `Answer.extras` keys of the inference checks, in the order they run.
+CHECK_KEYS = ("request_check", "presence_check", "colour_check")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One token an inference check puts in an answer (`PixelReasonModel._rewrite`): `row`'s
+    answer gets `token` at `position`; `extras[check]` records why."""
+
+    row: int
+    position: int
+    token: int
+    check: str
+    extras: dict[str, Any]
 
 
 @dataclass
@@ -566,6 +586,7 @@ class PixelReasonModel(nn.Module):
         locations: Sequence[torch.Tensor | np.ndarray | None] | None = None,
         presence_threshold: float | None = None,
         colour_threshold: float | None = None,
+        request_threshold: float | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
 
@@ -575,7 +596,10 @@ class PixelReasonModel(nn.Module):
         presence check (`pixelreason.models.presence`) for models with probe labels: answers
         that ground a class the image does not show are decoded again without its names;
         `colour_threshold` (default: the config's) the colour check for models with a colour
-        probe: a grounded colour the image does not show on that category is chosen again.
+        probe: a grounded colour the image does not show on that category is chosen again;
+        `request_threshold` (default: the config's) the request check, before both: a request
+        for one class by name is answered in words where the probe does not find it, and is
+        not refused where the probes find it.
         """
         if len(caches) != len(turns_list):
             raise ValueError(f"{len(caches)} images for {len(turns_list)} conversations")
@@ -615,16 +639,34 @@ class PixelReasonModel(nn.Module):
             self._masks_for(cache, generation)
             for cache, generation in zip(caches, generations, strict=True)
         ]
-        threshold = self.config.presence_threshold
-        threshold = threshold if presence_threshold is None else presence_threshold
-        if threshold > 0 and self.probe is not None and self.config.probe_labels:
-            self._check_presence(
-                caches, answers, generations, threshold, embeds, attention, generate
-            )
-        threshold = self.config.colour_threshold
-        threshold = threshold if colour_threshold is None else colour_threshold
-        if threshold > 0 and self.colour_probe is not None:
-            self._check_colour(caches, answers, generations, threshold, embeds, attention)
+
+        def chosen(given: float | None, setting: float) -> float:
+            return setting if given is None else given
+
+        presence = chosen(presence_threshold, self.config.presence_threshold)
+        colour = chosen(colour_threshold, self.config.colour_threshold)
+        request = chosen(request_threshold, self.config.request_threshold)
+        colour = colour if self.colour_probe is not None else 0.0
+        checked: set[int] = set()
+        if self.probe is not None and self.config.probe_labels:
+            if request > 0:
+                queries = [turns[-1].user for turns in turns_list]
+                checked = self._check_request(
+                    caches,
+                    queries,
+                    answers,
+                    generations,
+                    (presence, request, colour),
+                    generate,
+                    embeds,
+                    attention,
+                )
+            if presence > 0:
+                self._check_presence(
+                    caches, answers, generations, presence, embeds, attention, generate, checked
+                )
+        if colour > 0:
+            self._check_colour(caches, answers, generations, colour, embeds, attention, checked)
         return self.head.follow_up(self, caches, turns_list, answers)
 
     def _check_presence(
@@ -636,14 +678,16 @@ class PixelReasonModel(nn.Module):
         embeds: torch.Tensor,
         attention: torch.Tensor,
         generate: Callable[..., list[Generation]],
+        skip: set[int] = frozenset(),  # type: ignore[assignment]
     ) -> None:
         """Decode again, in place, each answer that grounds a target and names a probe class
-        the image does not show, with that class's names banned (`pixelreason.models.presence`)."""
+        the image does not show, with that class's names banned (`pixelreason.models.presence`);
+        the rows in `skip` (settled by the request check) are left alone."""
         labels = self.config.probe_labels
         presence = class_presence(self.probe, torch.cat([c.features for c in caches]))
         rows, banned, rejected = [], [], []
         for row, answer in enumerate(answers):
-            if not len(answer.scores):
+            if not len(answer.scores) or row in skip:
                 continue  # grounds nothing: "There is no teapot here." may name what is absent
             present = (presence[row] >= threshold).tolist()
             absent = [i for i in named_classes(answer.text, labels) if not present[i]]
@@ -662,6 +706,101 @@ class PixelReasonModel(nn.Module):
             answer.extras["presence_check"] = {"rejected": text, "absent": names}
             answers[row], generations[row] = answer, generation
 
+    def _check_request(
+        self,
+        caches: Sequence[ImageCache],
+        queries: Sequence[str],
+        answers: list[Answer],
+        generations: list[Generation],
+        thresholds: tuple[float, float, float],
+        generate: Callable[..., list[Generation]],
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+    ) -> set[int]:
+        """The request check, in place, for queries that ask for one class by an explicit
+        description (`requested_class`, "the red mug"), with `thresholds` (presence, request,
+        colour); returns the rows it settled (changed, or with the asked colour checked), which
+        the other checks leave alone.
+
+        - An answer that grounds the class (or grounds without naming one) where the probe finds
+          the class below the presence threshold, or the colour probe finds the asked "COLOUR
+          CATEGORY" below the colour threshold, becomes "There is no red mug in this image."
+          (`REFUSAL`, given to the LLM to write, the target token banned).
+        - One that grounds the class in another colour where the colour probe finds the asked
+          one at the request threshold gets the asked colour word (`_rewrite`).
+        - One that refuses (grounds nothing, names no other class) where the probes find what it
+          asks for at the request threshold is decoded again with the refusal words banned, and
+          kept if it grounds a target.
+        """
+        absent_below, found_at, colour_below = thresholds
+        labels = self.config.probe_labels
+        colour_labels = self.config.colour_probe_labels
+        tokenizer = self.preprocessor.tokenizer
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        if target_id is None:
+            return set()  # targets written as text (SAM4MLLM): no one token marks them
+        features = torch.cat([c.features for c in caches])
+        presence = class_presence(self.probe, features).tolist()
+        colours = None
+        if self.colour_probe is not None:
+            colours = class_presence(self.colour_probe, features).tolist()
+        settled: set[int] = set()
+        redo: dict[int, tuple[str, str]] = {}  # row -> (what it did, the answer's forced start)
+        edits: list[Edit] = []
+        for row, (query, answer) in enumerate(zip(queries, answers, strict=True)):
+            request = requested_class(query, labels, colour_labels)
+            if request is None:
+                continue
+            found = presence[row][request.label]
+            asked = (
+                found if colours is None or request.colour is None else colours[row][request.colour]
+            )
+            if not len(answer.scores):
+                if (
+                    set(mentioned_classes(answer.text, labels)) <= {request.label}
+                    and min(found, asked) >= found_at
+                ):
+                    redo[row] = ("refused", "")
+                continue
+            if not set(named_classes(answer.text, labels)) <= {request.label}:
+                continue
+            if request.colour is not None:
+                settled.add(row)  # its colour is checked here, against the asked one
+            if found < absent_below or (request.colour is not None and asked < colour_below):
+                name = (
+                    labels[request.label][0]
+                    if request.colour is None
+                    else colour_labels[request.colour]
+                )
+                redo[row] = ("grounded", REFUSAL.format(name))
+            elif request.colour is not None and asked >= found_at:
+                ids = generations[row].token_ids.tolist()
+                for slot in colour_slots(ids, tokenizer, colour_labels, target_id):
+                    tokens = {label: token for token, label in slot.others.items()}
+                    if request.colour in tokens:  # another colour of the asked category
+                        check = {"rejected": answer.text, "was": "recoloured"}
+                        edits.append(
+                            Edit(row, slot.position, tokens[request.colour], "request_check", check)
+                        )
+                        break
+        bans = {"grounded": [[target_id]], "refused": refusal_bans(tokenizer)}
+        for row, (kind, start) in redo.items():  # one by one: each has its own forced start
+            index = torch.tensor([row], device=embeds.device)
+            (generation,) = generate(
+                embeds[index],
+                attention[index.to(attention.device)],
+                banned=[bans[kind]],
+                prefix=tokenizer.encode(start, add_special_tokens=False) if start else (),
+            )
+            answer = self._masks_for(caches[row], generation)
+            if kind == "refused" and not len(answer.scores):
+                continue  # the LLM has nothing else to say: its refusal stands
+            answer.extras["request_check"] = {"rejected": answers[row].text, "was": kind}
+            answers[row], generations[row] = answer, generation
+            settled.add(row)
+        self._rewrite(caches, answers, generations, embeds, attention, edits)
+        return settled | {edit.row for edit in edits}
+
     def _check_colour(
         self,
         caches: Sequence[ImageCache],
@@ -670,6 +809,7 @@ class PixelReasonModel(nn.Module):
         threshold: float,
         embeds: torch.Tensor,
         attention: torch.Tensor,
+        skip: set[int] = frozenset(),  # type: ignore[assignment]
     ) -> None:
         """Rewrite, in place, each answer whose first grounded "COLOUR CATEGORY" the colour
         probe does not find while it finds that category in other colours: the colour word
@@ -682,9 +822,9 @@ class PixelReasonModel(nn.Module):
         if target_id is None:
             return  # targets written as text (SAM4MLLM): no one token marks them
         presence = class_presence(self.colour_probe, torch.cat([c.features for c in caches]))
-        rows, sequences, edits = [], [], []
+        edits = []
         for row, answer in enumerate(answers):
-            if not len(answer.scores):
+            if not len(answer.scores) or row in skip:
                 continue
             ids = generations[row].token_ids
             scores = presence[row].tolist()
@@ -695,38 +835,53 @@ class PixelReasonModel(nn.Module):
                 continue
             slot, colours = found
             colour = max(colours, key=lambda token: scores[slot.others[token]])
-            edited = ids.clone()
-            edited[slot.position] = colour
-            prompt = embeds[row][attention[row].bool()]
-            sequences.append(torch.cat([prompt, self.backbone.embed(edited[None, :-1], None)[0]]))
-            rows.append(row)
-            edits.append((slot, edited, len(prompt)))
-        if not rows:
+            check = {"rejected": answers[row].text, "absent": labels[slot.label]}
+            edits.append(Edit(row, slot.position, colour, "colour_check", check))
+        self._rewrite(caches, answers, generations, embeds, attention, edits)
+
+    def _rewrite(
+        self,
+        caches: Sequence[ImageCache],
+        answers: list[Answer],
+        generations: list[Generation],
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        edits: Sequence[Edit],
+    ) -> None:
+        """Replace one token of each edited row's answer, in place, and recompute the states
+        from it on in one teacher-forced pass over each prompt plus its edited answer,
+        right-padded, so causal attention is exact for every real token (`Backbone.forward`)
+        and the masks follow the new words; each answer keeps its earlier checks' extras."""
+        if not edits:
             return
-        # One teacher-forced pass over each prompt plus its edited answer, right-padded: causal
-        # attention is then exact for every real token (`Backbone.forward`).
+        sequences, edited_ids = [], []
+        for edit in edits:
+            edited = generations[edit.row].token_ids.clone()
+            edited[edit.position] = edit.token
+            prompt = embeds[edit.row][attention[edit.row].bool()]
+            sequences.append(torch.cat([prompt, self.backbone.embed(edited[None, :-1], None)[0]]))
+            edited_ids.append((edited, len(prompt)))
         length = max(len(s) for s in sequences)
         padded = embeds.new_zeros((len(sequences), length, embeds.shape[-1]))
         for index, sequence in enumerate(sequences):
             padded[index, : len(sequence)] = sequence
         states = self.backbone(padded, None).hidden
-        for index, (row, (slot, edited, prompt_length)) in enumerate(zip(rows, edits, strict=True)):
-            first = generations[row]
-            start = prompt_length - 1 + slot.position  # the state that predicted the colour
+        for index, (edit, (edited, prompt_length)) in enumerate(
+            zip(edits, edited_ids, strict=True)
+        ):
+            first = generations[edit.row]
+            start = prompt_length - 1 + edit.position  # the state that predicted the new token
             hidden = states[index, start : prompt_length - 1 + len(edited)]
             joined = Generation(
                 token_ids=edited,
-                hidden=torch.cat([first.hidden[: slot.position], hidden.to(first.hidden.dtype)]),
+                hidden=torch.cat([first.hidden[: edit.position], hidden.to(first.hidden.dtype)]),
             )
-            answer = self._masks_for(caches[row], joined)
-            kept = answers[row].extras.get("presence_check")
-            if kept:
-                answer.extras["presence_check"] = kept
-            answer.extras["colour_check"] = {
-                "rejected": answers[row].text,
-                "absent": labels[slot.label],
-            }
-            answers[row], generations[row] = answer, joined
+            answer = self._masks_for(caches[edit.row], joined)
+            for key in CHECK_KEYS:
+                if key in answers[edit.row].extras:
+                    answer.extras[key] = answers[edit.row].extras[key]
+            answer.extras[edit.check] = edit.extras
+            answers[edit.row], generations[edit.row] = answer, joined
 
     def _masks_for(self, cache: ImageCache, generation: Generation) -> Answer:
         ids = generation.token_ids[None]
