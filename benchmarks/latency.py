@@ -38,14 +38,19 @@ def main() -> None:
         default=None,
         help="override the model's colour check (0: off; default: the model's setting)",
     )
+    parser.add_argument(
+        "--request-threshold",
+        type=float,
+        default=None,
+        help="override the model's request check (0: off; default: the model's setting)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_pretrained(args.model)
-    if args.presence_threshold is not None:
-        segmenter.model.config.presence_threshold = args.presence_threshold
-    if args.colour_threshold is not None:
-        segmenter.model.config.colour_threshold = args.colour_threshold
+    for check in ("presence_threshold", "colour_threshold", "request_threshold"):
+        if getattr(args, check) is not None:
+            setattr(segmenter.model.config, check, getattr(args, check))
     segmenter.set_image(args.image)
     segmenter.segment(QUERY)  # warm-up
     cold, cached, tokens = [], [], []
@@ -83,6 +88,10 @@ def main() -> None:
         print(f"colour check (threshold {threshold}): rewritten; first {colour['rejected']!r}")
     else:
         print(f"colour check (threshold {threshold}): no change")
+    request = result.extras.get("request_check")
+    threshold = segmenter.model.config.request_threshold
+    state = f"{request['was']}; first {request['rejected']!r}" if request else "no change"
+    print(f"request check (threshold {threshold}): {state} (the query names no class by itself)")
 
 
 if __name__ == "__main__":

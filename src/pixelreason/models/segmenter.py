@@ -737,8 +737,9 @@ class PixelReasonModel(nn.Module):
         colour_labels = self.config.colour_probe_labels
         tokenizer = self.preprocessor.tokenizer
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
-        if target_id is None:
-            return set()  # targets written as text (SAM4MLLM): no one token marks them
+        requests = [requested_class(query, labels, colour_labels) for query in queries]
+        if target_id is None or not any(requests):
+            return set()  # nothing asked by name, or targets written as text (SAM4MLLM)
         features = torch.cat([c.features for c in caches])
         presence = class_presence(self.probe, features).tolist()
         colours = None
@@ -747,8 +748,7 @@ class PixelReasonModel(nn.Module):
         settled: set[int] = set()
         redo: dict[int, tuple[str, str]] = {}  # row -> (what it did, the answer's forced start)
         edits: list[Edit] = []
-        for row, (query, answer) in enumerate(zip(queries, answers, strict=True)):
-            request = requested_class(query, labels, colour_labels)
+        for row, (request, answer) in enumerate(zip(requests, answers, strict=True)):
             if request is None:
                 continue
             found = presence[row][request.label]
