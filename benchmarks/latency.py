@@ -75,23 +75,17 @@ def main() -> None:
         print(f"| {name} | {1000 * statistics.median(values):.1f} | {1000 * p90:.1f} |")
     print(f"| generated tokens | {statistics.median(tokens):.0f} | |")
     print(f"| peak RSS (MiB) | {peak_mib:.0f} | |")
-    check = result.extras.get("presence_check")
     print(f"answer: {result.text}")
-    threshold = segmenter.model.config.presence_threshold
-    if check:
-        print(f"presence check (threshold {threshold}): decoded twice; first {check['rejected']!r}")
-    else:
-        print(f"presence check (threshold {threshold}): one decoding")
-    colour = result.extras.get("colour_check")
-    threshold = segmenter.model.config.colour_threshold
-    if colour:
-        print(f"colour check (threshold {threshold}): rewritten; first {colour['rejected']!r}")
-    else:
-        print(f"colour check (threshold {threshold}): no change")
-    request = result.extras.get("request_check")
-    threshold = segmenter.model.config.request_threshold
-    state = f"{request['was']}; first {request['rejected']!r}" if request else "no change"
-    print(f"request check (threshold {threshold}): {state} (the query names no class by itself)")
+    config = segmenter.model.config
+    checks = (  # (extras key, threshold, what it did when it acted, when it did not)
+        ("presence_check", config.presence_threshold, "decoded twice", "one decoding"),
+        ("colour_check", config.colour_threshold, "rewritten", "no change"),
+        ("request_check", config.request_threshold, "changed", "no change"),
+    )
+    for key, threshold, acted, idle in checks:
+        extras = result.extras.get(key)
+        state = f"{acted}; first {extras['rejected']!r}" if extras else idle
+        print(f"{key.replace('_', ' ')} (threshold {threshold}): {state}")
 
 
 if __name__ == "__main__":

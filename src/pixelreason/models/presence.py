@@ -17,6 +17,12 @@ cell into "COLOUR CATEGORY" pairs (`ModelConfig.colour_probe_labels`). Where an 
 "red mug", the probe finds no red mug (every cell below `ModelConfig.colour_threshold`) but
 finds a mug of another colour, the colour word becomes the mug colour the probe finds most, and
 one teacher-forced pass recomputes the states after it, so the mask follows the new words.
+
+The request check turns both probes on the query. Where its last sentence asks for one class by
+an explicit description ("Segment the red mug.", `requested_class`), an answer that grounds it
+where the probes find no such mug (or no red one) becomes "There is no red mug in this image."
+(`REFUSAL`), a refusal where they do find it is decoded again with the refusal words banned
+(`refusal_bans`), and a mug of another colour gets the asked colour where the probe finds it.
 """
 
 from __future__ import annotations
