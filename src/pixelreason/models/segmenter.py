@@ -647,6 +647,11 @@ class PixelReasonModel(nn.Module):
         colour = chosen(colour_threshold, self.config.colour_threshold)
         request = chosen(request_threshold, self.config.request_threshold)
         colour = colour if self.colour_probe is not None else 0.0
+
+        @functools.cache
+        def probed(name: str) -> list[list[float]]:  # per row, each class's presence, once
+            return class_presence(getattr(self, name), features).tolist()
+
         checked: set[int] = set()
         if self.probe is not None and self.config.probe_labels:
             if request > 0:
@@ -657,16 +662,26 @@ class PixelReasonModel(nn.Module):
                     answers,
                     generations,
                     (presence, request, colour),
+                    probed,
                     generate,
                     embeds,
                     attention,
                 )
             if presence > 0:
                 self._check_presence(
-                    caches, answers, generations, presence, embeds, attention, generate, checked
+                    caches,
+                    answers,
+                    generations,
+                    (presence, probed),
+                    embeds,
+                    attention,
+                    generate,
+                    checked,
                 )
         if colour > 0:
-            self._check_colour(caches, answers, generations, colour, embeds, attention, checked)
+            self._check_colour(
+                caches, answers, generations, (colour, probed), embeds, attention, checked
+            )
         return self.head.follow_up(self, caches, turns_list, answers)
 
     def _check_presence(
@@ -674,7 +689,7 @@ class PixelReasonModel(nn.Module):
         caches: Sequence[ImageCache],
         answers: list[Answer],
         generations: list[Generation],
-        threshold: float,
+        check: tuple[float, Callable[[str], list[list[float]]]],
         embeds: torch.Tensor,
         attention: torch.Tensor,
         generate: Callable[..., list[Generation]],
@@ -682,14 +697,16 @@ class PixelReasonModel(nn.Module):
     ) -> None:
         """Decode again, in place, each answer that grounds a target and names a probe class
         the image does not show, with that class's names banned (`pixelreason.models.presence`);
-        the rows in `skip` (settled by the request check) are left alone."""
+        `check`: the threshold and the probes' scores by probe name; the rows in `skip`
+        (settled by the request check) are left alone."""
         labels = self.config.probe_labels
-        presence = class_presence(self.probe, torch.cat([c.features for c in caches]))
+        threshold, probed = check
+        presence = probed("probe")
         rows, banned, rejected = [], [], []
         for row, answer in enumerate(answers):
             if not len(answer.scores) or row in skip:
                 continue  # grounds nothing: "There is no teapot here." may name what is absent
-            present = (presence[row] >= threshold).tolist()
+            present = [score >= threshold for score in presence[row]]
             absent = [i for i in named_classes(answer.text, labels) if not present[i]]
             if absent:
                 keep = [i for i, shown in enumerate(present) if shown]
@@ -713,6 +730,7 @@ class PixelReasonModel(nn.Module):
         answers: list[Answer],
         generations: list[Generation],
         thresholds: tuple[float, float, float],
+        probed: Callable[[str], list[list[float]]],
         generate: Callable[..., list[Generation]],
         embeds: torch.Tensor,
         attention: torch.Tensor,
@@ -740,11 +758,8 @@ class PixelReasonModel(nn.Module):
         requests = [requested_class(query, labels, colour_labels) for query in queries]
         if target_id is None or not any(requests):
             return set()  # nothing asked by name, or targets written as text (SAM4MLLM)
-        features = torch.cat([c.features for c in caches])
-        presence = class_presence(self.probe, features).tolist()
-        colours = None
-        if self.colour_probe is not None:
-            colours = class_presence(self.colour_probe, features).tolist()
+        presence = probed("probe")
+        colours = probed("colour_probe") if self.colour_probe is not None else None
         settled: set[int] = set()
         redo: dict[int, tuple[str, str]] = {}  # row -> (what it did, the answer's forced start)
         edits: list[Edit] = []
@@ -806,7 +821,7 @@ class PixelReasonModel(nn.Module):
         caches: Sequence[ImageCache],
         answers: list[Answer],
         generations: list[Generation],
-        threshold: float,
+        check: tuple[float, Callable[[str], list[list[float]]]],
         embeds: torch.Tensor,
         attention: torch.Tensor,
         skip: set[int] = frozenset(),  # type: ignore[assignment]
@@ -815,19 +830,21 @@ class PixelReasonModel(nn.Module):
         probe does not find while it finds that category in other colours: the colour word
         becomes the one the probe finds most for that category, and the states after it are
         recomputed in one teacher-forced pass over prompt and answer
-        (`pixelreason.models.presence`), so the masks follow the new words."""
+        (`pixelreason.models.presence`), so the masks follow the new words. `check`: the
+        threshold and the probes' scores by probe name; rows in `skip` are left alone."""
         labels = self.config.colour_probe_labels
         tokenizer = self.preprocessor.tokenizer
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
         if target_id is None:
             return  # targets written as text (SAM4MLLM): no one token marks them
-        presence = class_presence(self.colour_probe, torch.cat([c.features for c in caches]))
+        threshold, probed = check
+        presence = probed("colour_probe")
         edits = []
         for row, answer in enumerate(answers):
             if not len(answer.scores) or row in skip:
                 continue
             ids = generations[row].token_ids
-            scores = presence[row].tolist()
+            scores = presence[row]
             found = recolour(
                 colour_slots(ids.tolist(), tokenizer, labels, target_id), scores, threshold
             )
