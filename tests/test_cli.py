@@ -119,6 +119,10 @@ def test_bad_model_paths(example_png: Path, tmp_path: Path, capsys) -> None:
         ["segment", str(example_png), "q", "--model", "random:tiny", "--request-threshold", "2"],
         capsys,
     )
+    assert "--instance-overlap must be between 0 and 1" in _bad(
+        ["segment", str(example_png), "q", "--model", "random:tiny", "--instance-overlap", "5"],
+        capsys,
+    )
 
 
 def test_usage_errors_exit_2(capsys) -> None:

@@ -243,13 +243,24 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "is decoded again when the probes find it (the colour probe the colour and class the "
         "query names) with probability >= P; 0 turns it off (default: the model's setting)",
     )
+    parser.add_argument(
+        "--instance-overlap",
+        type=float,
+        default=None,
+        metavar="IOU",
+        help="instance split: masks of one answer that overlap with IoU >= IOU ('the orange "
+        "<SEG> and the orange <SEG>' decoded twice as both oranges) each take one separate "
+        "region of their union; 0 turns it off (default: the model's setting, 0.5 unless "
+        "its config says otherwise)",
+    )
 
 
 def _set_checks(model: Any, args: argparse.Namespace) -> None:
-    """The presence, colour and request thresholds given on the command line, checked."""
+    """The inference checks' settings given on the command line, checked."""
     from pixelreason.errors import InputError
 
-    for option in ("presence_threshold", "colour_threshold", "request_threshold"):
+    options = ("presence_threshold", "colour_threshold", "request_threshold", "instance_overlap")
+    for option in options:
         threshold = getattr(args, option)
         if threshold is None:
             continue

@@ -27,6 +27,7 @@ from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.backbone import Backbone, BackboneOutput, Generation, build_llava
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
+from pixelreason.models.instances import split_duplicates
 from pixelreason.models.presence import (
     REFUSAL,
     ban_list,
@@ -912,9 +913,15 @@ class PixelReasonModel(nn.Module):
             )
         )
         logits = self.preprocessor.masks_to_image(prediction.logits[0], cache.image)
+        logits, splits = split_duplicates(logits, self.config.instance_overlap)
         raw = self.preprocessor.decode(generation.token_ids)
         text = self.head.display_text(raw)
         extras = dict(prediction.extras[0]) if prediction.extras else {}
+        if splits:
+            extras["instance_split"] = [
+                {"masks": list(split.masks), "region_pixels": list(split.regions)}
+                for split in splits
+            ]
         if text != raw:  # what the model wrote, for replaying the conversation
             extras["raw_text"] = raw
         return Answer(

@@ -1,0 +1,106 @@
+"""Instance split: masks of one answer that repeat each other become one instance each.
+
+Asked for "all the oranges", a model often answers "the orange <SEG> and the orange <SEG>"
+and, the two `<SEG>` states being nearly the same, decodes the same mask twice: both oranges
+in each, or the same orange in both. Where such a group's union falls apart into separate
+regions, each mask of the group takes its own region (connected component, 8-neighbour), so
+the answer's targets are its instances. A group whose union is one region is left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from pixelreason.eval.metrics import max_weight_assignment
+
+#: Logit given to a split mask outside its own region (sigmoid(-8) ~ 3e-4).
+OUTSIDE_LOGIT = -8.0
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split group: the masks it held and the regions (pixel counts) it found."""
+
+    masks: tuple[int, ...]
+    regions: tuple[int, ...]
+
+
+def duplicate_groups(masks: np.ndarray, overlap: float) -> list[list[int]]:
+    """Groups (of two or more) of the (n, H, W) bool masks linked by IoU >= `overlap`."""
+    flat = masks.reshape(len(masks), -1).astype(np.float32)
+    inter = flat @ flat.T
+    area = flat.sum(axis=1)
+    union = area[:, None] + area[None, :] - inter
+    linked = (inter >= overlap * np.maximum(union, 1)) & (union > 0)
+    parent = list(range(len(masks)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(linked, k=1)), strict=True):
+        parent[root(int(j))] = root(int(i))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(masks)):
+        groups.setdefault(root(i), []).append(i)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def regions_of(mask: np.ndarray) -> list[np.ndarray]:
+    """The mask's connected components (8-neighbour), largest first."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return [labels == k + 1 for k in np.argsort(-areas, kind="stable")]
+
+
+def split_duplicates(
+    logits: torch.Tensor, overlap: float, min_share: float = 0.1
+) -> tuple[torch.Tensor, list[Split]]:
+    """Split each group of repeated masks (IoU >= `overlap`) into the regions of its union.
+
+    Each mask of a group is matched to one of the union's regions no smaller than `min_share`
+    of its largest (the largest mean of its own logits); any other region goes to the mask
+    whose logits are highest there, and a mask left over (more masks than regions) keeps the
+    group's union. Inside its regions a mask takes the group's highest logit, outside them at
+    most `OUTSIDE_LOGIT`; the union of the masks stays as it was.
+
+    Args:
+        logits: (n, H, W) mask logits of one answer.
+        overlap: IoU at which two masks count as repeats; 0 turns the split off.
+        min_share: regions smaller than this share of the union's largest are not matched.
+
+    Returns:
+        the new logits (a copy where anything was split) and the groups split.
+    """
+    if overlap <= 0 or len(logits) < 2:
+        return logits, []
+    masks = (logits > 0).cpu().numpy()
+    out, splits = logits, []
+    for group in duplicate_groups(masks, overlap):
+        regions = regions_of(masks[group].any(axis=0))
+        sizes = [int(region.sum()) for region in regions]
+        major = sum(size >= min_share * sizes[0] for size in sizes)  # largest first
+        if major < 2:
+            continue
+        stacked = torch.as_tensor(np.stack(regions), device=logits.device)  # (R, H, W)
+        own = logits[group].float()  # (k, H, W)
+        mass = (own[:, None] * stacked[None]).sum(dim=(2, 3)) / stacked.sum(dim=(1, 2))
+        owner = {r: group[m] for m, r in max_weight_assignment(mass[:, :major].cpu().numpy())}
+        for r in range(len(regions)):
+            if r not in owner:  # to the mask most sure of it
+                owner[r] = group[int(mass[:, r].argmax())]
+        top = logits[group].max(dim=0).values
+        out = logits.clone() if out is logits else out
+        for index in group:
+            mine = [r for r, m in owner.items() if m == index]
+            if not mine:  # more masks than regions: keeps the union
+                continue
+            outside = torch.clamp(logits[index], max=OUTSIDE_LOGIT)
+            out[index] = torch.where(stacked[mine].any(dim=0), top, outside)
+        splits.append(Split(masks=tuple(group), regions=tuple(sizes)))
+    return out, splits

@@ -1,0 +1,97 @@
+"""The instance split: repeated masks of one answer become one instance each."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pixelreason.data.world.samples import generate_sample
+from pixelreason.models.instances import OUTSIDE_LOGIT, duplicate_groups, split_duplicates
+from pixelreason.prompting import Turn
+from pixelreason.registry import load_model
+
+
+def _blobs(*boxes: tuple[int, int, int, int], size: int = 32) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    for top, left, bottom, right in boxes:
+        mask[top:bottom, left:right] = True
+    return mask
+
+
+def _logits(*masks: np.ndarray, strength: float = 3.0) -> torch.Tensor:
+    return torch.stack([torch.where(torch.as_tensor(m), strength, -strength) for m in masks])
+
+
+A, B = (2, 2, 10, 10), (20, 20, 30, 30)
+
+
+def test_two_copies_of_two_regions_take_one_region_each():
+    both = _blobs(A, B)
+    logits = _logits(both, both)
+    logits[1, 20:30, 20:30] = 5.0  # the second mask is surer of B
+    out, splits = split_duplicates(logits, 0.5)
+    masks = (out > 0).numpy()
+    assert np.array_equal(masks[0], _blobs(A)) and np.array_equal(masks[1], _blobs(B))
+    assert np.array_equal(masks.any(axis=0), both)  # the union is kept
+    assert out[0, 25, 25] <= OUTSIDE_LOGIT and out[1, 25, 25] == 5.0
+    assert [(s.masks, s.regions) for s in splits] == [((0, 1), (100, 64))]
+    assert torch.equal(logits[0], _logits(both)[0])  # the input is not changed
+
+
+def test_masks_that_do_not_repeat_or_cover_one_region_are_kept():
+    one = _blobs(A)
+    for logits in (
+        _logits(_blobs(A, B), _blobs(A)),  # IoU 0.39: not repeats
+        _logits(one, one),  # repeats, but one region: the same instance twice
+        _logits(_blobs(A, B)),  # a single mask
+    ):
+        out, splits = split_duplicates(logits, 0.5)
+        assert out is logits and splits == []
+    out, splits = split_duplicates(_logits(_blobs(A, B), _blobs(A, B)), 0.0)  # off
+    assert splits == []
+
+
+def test_more_masks_than_regions_and_small_regions():
+    both = _blobs(A, B)
+    # three copies, two regions: two take one each, the third keeps the union
+    out, _ = split_duplicates(_logits(both, both, both), 0.5)
+    sizes = sorted(int(m.sum()) for m in (out > 0).numpy())
+    assert sizes == [64, 100, 164]
+    # a speck below min_share of the largest region is not an instance, but stays covered
+    specked = _blobs(A, B, (0, 31, 1, 32))
+    out, splits = split_duplicates(_logits(specked, specked), 0.5, min_share=0.1)
+    assert splits[0].regions == (100, 64, 1)
+    masks = (out > 0).numpy()
+    assert np.array_equal(masks.any(axis=0), specked)
+    assert sorted(int(m.sum()) for m in masks) in ([64, 101], [65, 100])
+
+
+def test_duplicate_groups_link_through_a_chain():
+    a, b = _blobs((0, 0, 10, 10)), _blobs((0, 0, 10, 12))
+    c, far = _blobs((0, 0, 10, 14)), _blobs(B)
+    assert duplicate_groups(np.stack([a, far, b, c]), 0.8) == [[0, 2, 3]]
+    assert duplicate_groups(np.stack([a, far]), 0.8) == []
+
+
+def test_bundled_default_gives_each_cheese_wedge_its_own_mask():
+    model, _ = load_model("default")
+    assert model.config.instance_overlap > 0
+    sample = generate_sample(0, "test", 568)  # "everything that is made from milk"
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    turns = [[Turn(sample.texts[0])]]
+    free = model.answer_batch([cache], turns)[0]
+    model.config.instance_overlap = 0.0
+    kept = model.answer_batch([cache], turns)[0]
+    text = "Here they are: the cheese wedge <SEG> and the cheese wedge <SEG>."
+    assert free.text == kept.text == text and "instance_split" in free.extras
+    assert len(sample.target_masks) == 3  # the third wedge is missed either way
+
+    def ious(logits: torch.Tensor) -> np.ndarray:  # (mask, target)
+        masks = logits.numpy() > 0
+        return np.array(
+            [[(m & t).sum() / (m | t).sum() for t in sample.target_masks] for m in masks]
+        )
+
+    assert ious(kept.mask_logits).max() < 0.6  # each mask holds both wedges
+    matched = ious(free.mask_logits)[:, :2]
+    assert min(matched.max(axis=0)) > 0.7 and min(matched.max(axis=1)) > 0.7  # one each
