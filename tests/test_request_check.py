@@ -8,7 +8,7 @@ import torch
 from pixelreason.config import preset
 from pixelreason.data.world.categories import class_labels, colour_labels
 from pixelreason.data.world.samples import generate_sample
-from pixelreason.models.presence import Request, mentioned_classes, requested_class
+from pixelreason.models.presence import Request, mentioned_classes, refusal, requested_class
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
@@ -31,6 +31,19 @@ def test_requested_class_is_the_one_class_an_explicit_description_names():
     # only the last sentence is the request
     assert requested_class("Find the mug. What is next to it?", LABELS, COLOURS) is None
     assert requested_class("I am thirsty. Show me the mug.", LABELS, COLOURS) == Request(2, None)
+
+
+def test_refusals_repeat_the_request_in_its_own_words():
+    labels = [*LABELS, ["scissors", "scissors"], ["fish", "fish"]]
+
+    def refused(query: str) -> str:
+        return refusal(requested_class(query, labels, COLOURS), labels)
+
+    assert refused("Segment the striped red mug.") == "There is no striped red mug in this image."
+    assert refused("Where are the mugs?") == "There are no mugs in this image."
+    assert refused("Show me the black scissors") == "There are no black scissors in this image."
+    assert refused("Where is the fish?") == "There is no fish in this image."
+    assert refusal(Request(2), labels) == "There is no mug in this image."
 
 
 def test_mentioned_classes_are_nouns_in_order():

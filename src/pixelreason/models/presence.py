@@ -21,7 +21,7 @@ one teacher-forced pass recomputes the states after it, so the mask follows the 
 The request check turns both probes on the query. Where its last sentence asks for one class by
 an explicit description ("Segment the red mug.", `requested_class`), an answer that grounds it
 where the probes find no such mug (or no red one) becomes "There is no red mug in this image."
-(`REFUSAL`), a refusal where they do find it is decoded again with the refusal words banned
+(`refusal`), a refusal where they do find it is decoded again with the refusal words banned
 (`refusal_bans`), and a mug of another colour gets the asked colour where the probe finds it.
 """
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
@@ -195,6 +195,8 @@ class Request:
 
     label: int
     colour: int | None = None
+    #: The description as the query words it ("spotted red mug", "mugs"), for a refusal.
+    description: str = field(default="", compare=False)
 
 
 def _mentions(lower: str, labels: Sequence[Sequence[str]]) -> list[tuple[int, int, int]]:
@@ -236,7 +238,7 @@ def requested_class(
     mentions = _mentions(lower, labels)
     if len({index for _, _, index in mentions}) != 1:
         return None
-    for start, _, index in mentions:
+    for start, end, index in mentions:
         described = _DESCRIPTION.search(lower[:start])
         if described is None:
             continue
@@ -246,13 +248,24 @@ def requested_class(
             pair = " ".join([*words[len(words) - size :], labels[index][0].lower()])
             if len(words) >= size and pair in colour_labels:
                 colour = list(colour_labels).index(pair)
-        return Request(index, colour)
+        return Request(index, colour, " ".join([*words, lower[start:end]]))
     return None
 
 
 #: The request check's answer for a class the probe does not find, with the request's
 #: description, given to the LLM (teacher-forced; it may go on, the target token banned).
-REFUSAL = "There is no {} in this image."
+REFUSAL = "There {} no {} in this image."
+
+
+def refusal(request: Request, labels: Sequence[Sequence[str]]) -> str:
+    """`REFUSAL` for a request, in its own words: "There is no spotted red mug in this image.",
+    "There are no mugs in this image." ("are" for a plural, or a noun that is its own plural
+    and ends in s: "scissors", "glasses"; not "fish")."""
+    label = [name.lower() for name in labels[request.label]]
+    noun = request.description.split(" ")[-1] if request.description else label[0]
+    plural = noun != label[0] or (len(set(label)) == 1 and noun.endswith("s"))
+    description = request.description or label[0]
+    return REFUSAL.format("are" if plural else "is", description)
 
 
 def refusal_bans(tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:

@@ -29,13 +29,13 @@ from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import split_duplicates
 from pixelreason.models.presence import (
-    REFUSAL,
     ban_list,
     class_presence,
     colour_slots,
     mentioned_classes,
     named_classes,
     recolour,
+    refusal,
     refusal_bans,
     requested_class,
 )
@@ -744,7 +744,7 @@ class PixelReasonModel(nn.Module):
         - An answer that grounds the class (or grounds without naming one) where the probe finds
           the class below the presence threshold, or the colour probe finds the asked "COLOUR
           CATEGORY" below the colour threshold, becomes "There is no red mug in this image."
-          (`REFUSAL`, given to the LLM to write, the target token banned).
+          (`refusal`, given to the LLM to write, the target token banned).
         - One that grounds the class in another colour where the colour probe finds the asked
           one at the request threshold gets the asked colour word (`_rewrite`).
         - One that refuses (grounds nothing, names no other class) where the probes find what it
@@ -783,12 +783,7 @@ class PixelReasonModel(nn.Module):
             if request.colour is not None:
                 settled.add(row)  # its colour is checked here, against the asked one
             if found < absent_below or (request.colour is not None and asked < colour_below):
-                name = (
-                    labels[request.label][0]
-                    if request.colour is None
-                    else colour_labels[request.colour]
-                )
-                redo[row] = ("grounded", REFUSAL.format(name))
+                redo[row] = ("grounded", refusal(request, labels))
             elif request.colour is not None and asked >= found_at:
                 ids = generations[row].token_ids.tolist()
                 for slot in colour_slots(ids, tokenizer, colour_labels, target_id):
