@@ -14,6 +14,7 @@ from conftest import fresh_tiny
 from pixelreason.api import Segmenter
 from pixelreason.cli import main
 from pixelreason.data.mixing import MixConfig, WorldMixture
+from pixelreason.data.world import text_qa_samples
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world, result_grid
 from pixelreason.models.segmenter import PixelReasonModel
@@ -64,6 +65,26 @@ def test_multiturn_samples_can_be_asked_as_the_benchmark_asks_them() -> None:
     assert found >= 3
     with pytest.raises(ValueError, match="multiturn_joined"):
         MixConfig(multiturn_joined=1.5)
+
+
+def test_reasoning_answers_can_state_their_fact_first() -> None:
+    plain = WorldMixture(MixConfig(rates={"reason": 1}, image_size=64))
+    reasoned = WorldMixture(MixConfig(rates={"reason": 1}, image_size=64, reason_first=1.0))
+    stated = 0
+    for index in range(40):
+        a, b = plain(index), reasoned(index)
+        assert len(a.masks) == len(b.masks) and a.turns[-1].user == b.turns[-1].user
+        if a.turns == b.turns:
+            continue
+        stated += 1
+        # the fact as the text QA stream states it ("Xs and Ys are ...."), then the answer
+        statement, _, rest = b.turns[0].assistant.partition(". ")
+        assert rest == a.turns[0].assistant and len(a.turns) == 1
+        asked = {qa.answer for qa in text_qa_samples(0)}
+        assert f"{statement}." in asked
+    assert stated >= 10
+    with pytest.raises(ValueError, match="reason_first"):
+        MixConfig(reason_first=-0.1)
 
 
 def test_unknown_sources_are_refused() -> None:

@@ -10,6 +10,7 @@ exact resumption and for giving each process of a multi-GPU run its own samples.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ from pixelreason.data.world import (
     KINDS,
     WorldSample,
     caption_sample,
+    fact_statement,
     generate_sample,
     generate_scene,
     text_qa_samples,
@@ -55,6 +57,12 @@ class MixConfig:
     #: as the ReasonSeg export writes them (`texts[0]`, what `pixelreason eval` asks), with the
     #: last answer and its masks. 0 keeps every multi-turn sample a conversation.
     multiturn_joined: float = 0.0
+    #: Share of one-turn reasoning samples about one fact (knowledge, long, explanatory,
+    #: multi) whose answer first states the fact as the text QA stream does, then grounds:
+    #: "A lemon tastes very sour. It is the lemon <SEG>." A chain of thought that lets what
+    #: the LLM learnt as text (the zero-shot facts too) lead to the target. 0: answers as
+    #: generated.
+    reason_first: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.rates) - set(SOURCES))
@@ -62,8 +70,9 @@ class MixConfig:
             raise ValueError(f"unknown data sources {unknown}; choose from {list(SOURCES)}")
         if sum(self.rates.values()) <= 0:
             raise ValueError("data rates must have a positive sum")
-        if not 0.0 <= self.multiturn_joined <= 1.0:
-            raise ValueError(f"multiturn_joined must be in [0, 1], got {self.multiturn_joined}")
+        for name in ("multiturn_joined", "reason_first"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def world_to_seg(sample: WorldSample, joined: bool = False) -> SegSample:
@@ -120,11 +129,17 @@ class WorldMixture:
         sample = generate_sample(
             self.config.seed, "train", index, size=self.config.image_size, kind=kind
         )
-        # The extra draw happens only when asked for, so existing recipes keep their samples.
+        # The extra draws happen only when asked for, so existing recipes keep their samples.
         rate = self.config.multiturn_joined
-        return world_to_seg(
+        seg = world_to_seg(
             sample, joined=bool(sample.history_masks) and rate > 0 and rng.random() < rate
         )
+        rate = self.config.reason_first
+        if rate > 0 and len(seg.turns) == 1 and len(sample.fact_ids) == 1 and rng.random() < rate:
+            turn = seg.turns[0]
+            reasoned = f"{fact_statement(sample.fact_ids[0])} {turn.assistant}"
+            seg = dataclasses.replace(seg, turns=[Turn(turn.user, reasoned)])
+        return seg
 
     def _semantic(self, rng: np.random.Generator) -> SegSample:
         """ "Segment the {class}": one binary mask, the union of the class's instances."""

@@ -32,6 +32,7 @@ __all__ = [
     "held_out_facts",
     "seen_facts",
     "stream",
+    "fact_statement",
     "text_qa_samples",
 ]
 
@@ -238,6 +239,12 @@ def _text_qa_for_fact(fact_id: str) -> list[TextQA]:
             )
         )
     return items
+
+
+def fact_statement(fact_id: str) -> str:
+    """The fact as the text QA stream states it when asked what has it: "A lemon tastes very
+    sour.", "Knives and pencils have to be sharpened now and then."."""
+    return _text_qa_for_fact(fact_id)[0].answer
 
 
 def text_qa_samples(seed: int, epochs: int | None = 1) -> Iterator[TextQA]:
