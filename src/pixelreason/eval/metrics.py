@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 IGNORE_VALUE = 255
 EPS = 1e-5
@@ -153,49 +154,8 @@ def _brute_force_assignment(weights: np.ndarray) -> np.ndarray:
 
 
 def _hungarian_assignment(weights: np.ndarray) -> np.ndarray:
-    """Kuhn-Munkres with potentials (shortest augmenting paths), O(n^3), on a square matrix."""
-    n = weights.shape[0]
-    cost = -weights  # maximise weight == minimise negated weight
-    # 1-based arrays: column 0 is a virtual column that holds the row being inserted.
-    u = np.zeros(n + 1)
-    v = np.zeros(n + 1)
-    row_of_col = np.zeros(n + 1, dtype=np.int64)  # 0 means the column is free
-    for row in range(1, n + 1):
-        row_of_col[0] = row
-        col = 0
-        min_slack = np.full(n + 1, np.inf)
-        previous_col = np.zeros(n + 1, dtype=np.int64)
-        used = np.zeros(n + 1, dtype=bool)
-        while True:
-            used[col] = True
-            current_row = row_of_col[col]
-            delta, next_col = np.inf, 0
-            for j in range(1, n + 1):
-                if used[j]:
-                    continue
-                slack = cost[current_row - 1, j - 1] - u[current_row] - v[j]
-                if slack < min_slack[j]:
-                    min_slack[j] = slack
-                    previous_col[j] = col
-                if min_slack[j] < delta:
-                    delta, next_col = min_slack[j], j
-            for j in range(n + 1):
-                if used[j]:
-                    u[row_of_col[j]] += delta
-                    v[j] -= delta
-                else:
-                    min_slack[j] -= delta
-            col = next_col
-            if row_of_col[col] == 0:
-                break
-        # Flip the augmenting path back to the virtual column.
-        while col != 0:
-            prev = previous_col[col]
-            row_of_col[col] = row_of_col[prev]
-            col = prev
-    col_of_row = np.zeros(n, dtype=np.int64)
-    for j in range(1, n + 1):
-        col_of_row[row_of_col[j] - 1] = j - 1
+    """The column of each row in a maximum-weight assignment (scipy's Hungarian solver)."""
+    _, col_of_row = linear_sum_assignment(weights, maximize=True)
     return col_of_row
 
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage
-
-from pixelreason.eval.metrics import max_weight_assignment
+from scipy.optimize import linear_sum_assignment
 
 #: Logit given to a split mask outside its own region (sigmoid(-8) ~ 3e-4).
 OUTSIDE_LOGIT = -8.0
@@ -63,11 +62,11 @@ def split_duplicates(
 ) -> tuple[torch.Tensor, list[Split]]:
     """Split each group of repeated masks (IoU >= `overlap`) into the regions of its union.
 
-    Each mask of a group is matched to one of the union's regions no smaller than `min_share`
-    of its largest (the largest mean of its own logits); any other region goes to the mask
-    whose logits are highest there, and a mask left over (more masks than regions) keeps the
-    group's union. Inside its regions a mask takes the group's highest logit, outside them at
-    most `OUTSIDE_LOGIT`; the union of the masks stays as it was.
+    Each mask of a group is matched one to one to the union's regions no smaller than
+    `min_share` of its largest (the largest total of its mean logits over them); any other
+    region goes to the mask whose logits are highest there, and a mask left over (more masks
+    than regions) keeps the group's union. Inside its regions a mask takes the group's highest
+    logit, outside them at most `OUTSIDE_LOGIT`; the union of the masks stays as it was.
 
     Args:
         logits: (n, H, W) mask logits of one answer.
@@ -90,7 +89,8 @@ def split_duplicates(
         stacked = torch.as_tensor(np.stack(regions), device=logits.device)  # (R, H, W)
         own = logits[group].float()  # (k, H, W)
         mass = (own[:, None] * stacked[None]).sum(dim=(2, 3)) / stacked.sum(dim=(1, 2))
-        owner = {r: group[m] for m, r in max_weight_assignment(mass[:, :major].cpu().numpy())}
+        matched = linear_sum_assignment(mass[:, :major].cpu().numpy(), maximize=True)
+        owner = {int(r): group[int(m)] for m, r in zip(*matched, strict=True)}
         for r in range(len(regions)):
             if r not in owner:  # to the mask most sure of it
                 owner[r] = group[int(mass[:, r].argmax())]
