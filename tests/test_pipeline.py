@@ -87,6 +87,31 @@ def test_reasoning_answers_can_state_their_fact_first() -> None:
         MixConfig(reason_first=-0.1)
 
 
+def test_semantic_questions_can_ask_for_each_instance() -> None:
+    config = {"rates": {"sem_seg": 1}, "image_size": 64}
+    plain = WorldMixture(MixConfig(**config))
+    each = WorldMixture(MixConfig(**config, semantic_instances=1.0))
+    split = 0
+    for index in range(60):
+        a, b = plain(index), each(index)
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+        if len(b.masks) < 2:  # one instance, or absent: the very same sample
+            assert a.turns == b.turns and len(a.masks) == len(b.masks)
+            continue
+        split += 1
+        assert len(a.masks) == 1 and b.turns[0].assistant.count(SEG_TOKEN) == len(b.masks)
+        # one mask per instance, disjoint, whose union is the semantic answer's one mask
+        stacked = np.stack(b.masks).astype(bool)
+        assert stacked.sum(axis=0).max() == 1
+        assert np.array_equal(stacked.any(axis=0), a.masks[0].astype(bool))
+        # listed left to right, as several-target reasoning answers list them
+        columns = [np.nonzero(m)[1].mean() for m in b.masks]
+        assert columns == sorted(columns)
+    assert split >= 5
+    with pytest.raises(ValueError, match="semantic_instances"):
+        MixConfig(semantic_instances=2.0)
+
+
 def test_unknown_sources_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown data sources"):
         MixConfig(rates={"memes": 1})

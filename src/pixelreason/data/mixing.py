@@ -31,6 +31,8 @@ from pixelreason.data.world import (
     fact_statement,
     generate_sample,
     generate_scene,
+    instances_answer,
+    left_to_right,
     text_qa_samples,
     vqa_sample,
 )
@@ -63,6 +65,11 @@ class MixConfig:
     #: the LLM learnt as text (the zero-shot facts too) lead to the target. 0: answers as
     #: generated.
     reason_first: float = 0.0
+    #: Share of semantic-segmentation questions about a category with several instances
+    #: answered with one `<SEG>` per instance, left to right as several-target reasoning
+    #: answers list them ("They are the red apple <SEG> and the green apple <SEG>."), instead
+    #: of one `<SEG>` for their union (LISA's semantic QA). 0: one union mask.
+    semantic_instances: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.rates) - set(SOURCES))
@@ -70,7 +77,7 @@ class MixConfig:
             raise ValueError(f"unknown data sources {unknown}; choose from {list(SOURCES)}")
         if sum(self.rates.values()) <= 0:
             raise ValueError("data rates must have a positive sum")
-        for name in ("multiturn_joined", "reason_first"):
+        for name in ("multiturn_joined", "reason_first", "semantic_instances"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -142,7 +149,8 @@ class WorldMixture:
         return seg
 
     def _semantic(self, rng: np.random.Generator) -> SegSample:
-        """ "Segment the {class}": one binary mask, the union of the class's instances."""
+        """ "Segment the {class}": one binary mask, the union of the class's instances, or with
+        `semantic_instances` one mask per instance."""
         scene = generate_scene(rng, size=self.config.image_size)
         semantic = scene.semantic_map()
         present = sorted({o.category.name for o in scene.objects})
@@ -153,7 +161,21 @@ class WorldMixture:
             answer = pick(rng, ABSENT_ANSWERS).format(name=category.name)
             return SegSample(scene.image, [Turn(question, answer)], [], semantic=semantic)
         name = present[int(rng.integers(len(present)))]
-        instances = [o for o in scene.objects if o.category.name == name]
+        ids = [i for i, o in enumerate(scene.objects) if o.category.name == name]
+        instances = [scene.objects[i] for i in ids]
+        # The extra draw happens only when asked for, so existing recipes keep their samples.
+        rate = self.config.semantic_instances
+        if len(ids) > 1 and rate > 0 and rng.random() < rate:
+            ids = left_to_right(scene, ids)
+            question = pick(rng, SEMANTIC_QUESTIONS_PLURAL).format(
+                plural=instances[0].category.plural
+            )
+            return SegSample(
+                scene.image,
+                [Turn(question, instances_answer(rng, scene, ids))],
+                [_uint8(scene.objects[i].mask, None) for i in ids],
+                semantic=semantic,
+            )
         mask = np.logical_or.reduce([o.mask for o in instances])
         if len(instances) > 1:
             template = pick(rng, SEMANTIC_QUESTIONS_PLURAL)

@@ -8,7 +8,14 @@ and previews (preview.py).
 
 from pixelreason.data.world.captions import caption_sample
 from pixelreason.data.world.categories import CATEGORIES, FACTS, Category, Fact
-from pixelreason.data.world.queries import KINDS, SEG, Query, generate_query
+from pixelreason.data.world.queries import (
+    KINDS,
+    SEG,
+    Query,
+    generate_query,
+    instances_answer,
+    left_to_right,
+)
 from pixelreason.data.world.samples import (
     SPLITS,
     TextQA,
@@ -42,6 +49,8 @@ __all__ = [
     "generate_sample",
     "generate_scene",
     "held_out_facts",
+    "instances_answer",
+    "left_to_right",
     "seen_facts",
     "stream",
     "text_qa_samples",

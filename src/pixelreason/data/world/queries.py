@@ -619,8 +619,7 @@ def multi_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str]) -
     if not options:
         return None
     source, (a, b), ids = options[int(rng.integers(len(options)))]
-    # Targets are listed left to right, the order a reader scans the image.
-    ids = sorted(ids, key=lambda i: scene.objects[i].centre[0])
+    ids = left_to_right(scene, ids)
     if source == "group":
         texts = _texts(rng, MULTI_GROUP_QUESTIONS, g=a, gp=b)
         fact_ids: list[str] = []
@@ -628,8 +627,20 @@ def multi_query(scene: Scene, rng: np.random.Generator, facts: frozenset[str]) -
         texts = _texts(rng, MULTI_FACT_QUESTIONS, p=FACTS[a].plural, s=FACTS[a].singular)
         fact_ids = [a]
     names = [short_name(scene.objects[i]) for i in ids]
-    answer = _cap(_pick(rng, MULTI_ANSWERS).format(j=_join(names)))
+    answer = instances_answer(rng, scene, ids)
     return _query("multi", texts, answer, scene, ids, names, fact_ids)
+
+
+def left_to_right(scene: Scene, ids: Sequence[int]) -> list[int]:
+    """Targets in the order answers list them: left to right, as a reader scans the image."""
+    return sorted(ids, key=lambda i: scene.objects[i].centre[0])
+
+
+def instances_answer(rng: np.random.Generator, scene: Scene, ids: Sequence[int]) -> str:
+    """A several-target answer naming each object with its own SEG, in `ids`' order: "They
+    are the red apple <SEG> and the green apple <SEG>." """
+    names = [short_name(scene.objects[i]) for i in ids]
+    return _cap(_pick(rng, MULTI_ANSWERS).format(j=_join(names)))
 
 
 ABSENT_ANSWERS = (ABSENT_ANSWER, "There {v} no {n} in this image.", "I cannot find any {n} here.")
