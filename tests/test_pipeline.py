@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 from pathlib import Path
 
@@ -148,13 +149,17 @@ def test_unknown_preset_override_is_refused() -> None:
 
 def test_eval_report_schema_and_grid(tmp_path: Path) -> None:
     items = items_from_world(seed=0, split="val", count=6, image_size=64)
+    # The query kind "long" must not be confused with the long-query group.
+    items[0] = dataclasses.replace(items[0], kind="long", is_sentence=False)
     segmenter = Segmenter(fresh_tiny(), "tiny")
     report, records = evaluate(segmenter, items, progress=False)
     assert report["count"] == 6 and len(report["samples"]) == 6
     assert set(report["overall"]) >= {"giou", "ciou", "count"}
     assert 0.0 <= report["overall"]["giou"] <= 1.0
     kinds = {item.kind for item in items}
-    assert kinds <= set(report["by_kind"])
+    assert kinds == set(report["by_kind"])
+    assert sum(v["count"] for v in report["by_kind"].values()) == 6
+    assert report["short"]["count"] == sum(not item.is_sentence for item in items)
     for key in ("no_target_accuracy", "multi_target", "names_targets", "short", "long"):
         assert key in report
     assert set(report["score_calibration"]) == {"pearson", "mean_abs_error", "count"}

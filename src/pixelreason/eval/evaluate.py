@@ -117,7 +117,8 @@ def evaluate(
         scores = [round(float(v), 4) for v in result.scores] if result is not None else []
         answer_text = result.text if result is not None else answer_text
         prediction = masks.any(axis=0) if len(masks) else np.zeros((height, width), bool)
-        groups = [item.kind, "long" if item.is_sentence else "short"]
+        # Kinds are prefixed: ReasonWorld has a query kind named "long" as well.
+        groups = [f"kind:{item.kind}", "long" if item.is_sentence else "short"]
         iou = accumulator.add(prediction, item.gt, groups)
         if not item.targets:
             no_target.append(len(masks) == 0)
@@ -152,7 +153,7 @@ def evaluate(
         "overall": summary.get("all", {}),
         "short": summary.get("short"),
         "long": summary.get("long"),
-        "by_kind": {k: v for k, v in summary.items() if k not in ("all", "short", "long")},
+        "by_kind": {k[5:]: v for k, v in summary.items() if k.startswith("kind:")},
         "no_target_accuracy": _rate(no_target),
         "multi_target": {
             "hungarian_iou": float(np.mean(multi)) if multi else None,
