@@ -11,7 +11,13 @@ from pixelreason.config import preset
 from pixelreason.data.world.categories import CATEGORIES, class_labels
 from pixelreason.data.world.samples import generate_sample
 from pixelreason.errors import CheckpointError
-from pixelreason.models.presence import BannedSequences, ban_list, class_presence, named_classes
+from pixelreason.models.presence import (
+    NOTHING_FOUND,
+    BannedSequences,
+    ban_list,
+    class_presence,
+    named_classes,
+)
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
@@ -111,3 +117,20 @@ def test_bundled_default_redecodes_answers_that_ground_absent_categories():
         if checked == 2:
             break
     assert checked == 2  # the check fires on some of the first test queries
+
+
+def test_bundled_default_says_so_when_nothing_is_left_to_ground():
+    """Without the absent class the LLM may ground nothing; its answer is then the plain
+    `NOTHING_FOUND`, not the words it trails off into ("The blue blue blue ...")."""
+    model, _ = load_model("default")
+    said = 0
+    for index in (16, 33, 72):  # test queries where the check leaves nothing to ground
+        sample = generate_sample(0, "test", index)
+        cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+        answer = model.answer(cache, [Turn(sample.texts[0])])
+        if "presence_check" not in answer.extras or len(answer.scores):
+            continue
+        said += 1
+        assert answer.text == NOTHING_FOUND
+        assert answer.extras["presence_check"]["rejected"] != NOTHING_FOUND
+    assert said >= 2

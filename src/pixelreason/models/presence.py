@@ -252,6 +252,10 @@ def requested_class(
     return None
 
 
+#: The presence check's answer where, without the absent class, the LLM grounds nothing: its
+#: own words then trail off ("The blue blue blue ..."), so it is given this to write.
+NOTHING_FOUND = "There is no such object in this image."
+
 #: The request check's answer for a class the probe does not find, with the request's
 #: description, given to the LLM (teacher-forced; it may go on, the target token banned).
 REFUSAL = "There {} no {} in this image."

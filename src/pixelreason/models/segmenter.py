@@ -29,6 +29,7 @@ from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import split_duplicates
 from pixelreason.models.presence import (
+    NOTHING_FOUND,
     ban_list,
     class_presence,
     colour_slots,
@@ -698,8 +699,9 @@ class PixelReasonModel(nn.Module):
     ) -> None:
         """Decode again, in place, each answer that grounds a target and names a probe class
         the image does not show, with that class's names banned (`pixelreason.models.presence`);
-        `check`: the threshold and the probes' scores by probe name; the rows in `skip`
-        (settled by the request check) are left alone."""
+        one that then grounds nothing says so in words (`NOTHING_FOUND`, given to the LLM to
+        write, the target token banned). `check`: the threshold and the probes' scores by probe
+        name; the rows in `skip` (settled by the request check) are left alone."""
         labels = self.config.probe_labels
         threshold, probed = check
         presence = probed("probe")
@@ -718,7 +720,24 @@ class PixelReasonModel(nn.Module):
         if not rows:
             return
         index = torch.tensor(rows, device=embeds.device)
-        redone = generate(embeds[index], attention[index.to(attention.device)], banned=banned)
+        redone = list(generate(embeds[index], attention[index.to(attention.device)], banned=banned))
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        empty = (
+            []
+            if target_id is None
+            else [i for i, g in enumerate(redone) if target_id not in g.token_ids]
+        )
+        if empty:
+            index = torch.tensor([rows[i] for i in empty], device=embeds.device)
+            prefix = self.preprocessor.tokenizer.encode(NOTHING_FOUND, add_special_tokens=False)
+            said = generate(
+                embeds[index],
+                attention[index.to(attention.device)],
+                banned=[[[target_id]]] * len(empty),
+                prefix=prefix,
+            )
+            for i, generation in zip(empty, said, strict=True):
+                redone[i] = generation
         for row, generation, (text, names) in zip(rows, redone, rejected, strict=True):
             answer = self._masks_for(caches[row], generation)
             answer.extras["presence_check"] = {"rejected": text, "absent": names}
