@@ -72,7 +72,7 @@ def tiny_model() -> PixelReasonModel:
 def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model overfit on ONE/TWO/NONE (seconds), saved with save_pretrained."""
     model = fresh_tiny()
-    train(model, training_samples(), steps=240, lr=1e-3)
+    train(model, training_samples(), steps=400, lr=1e-3)
     directory = tmp_path_factory.mktemp("models") / "trained"
     model.save_pretrained(directory)
     return directory
