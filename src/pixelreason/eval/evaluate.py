@@ -153,7 +153,9 @@ def evaluate(
         "overall": summary.get("all", {}),
         "short": summary.get("short"),
         "long": summary.get("long"),
-        "by_kind": {k[5:]: v for k, v in summary.items() if k.startswith("kind:")},
+        "by_kind": {
+            k.removeprefix("kind:"): v for k, v in summary.items() if k.startswith("kind:")
+        },
         "no_target_accuracy": _rate(no_target),
         "multi_target": {
             "hungarian_iou": float(np.mean(multi)) if multi else None,
