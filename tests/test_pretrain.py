@@ -66,7 +66,7 @@ def test_a_zero_weight_skips_that_encoder() -> None:
 def test_measure_reports_probe_accuracy_and_concept_iou() -> None:
     wrapper = _pretraining()
     scores = wrapper.measure([SceneStream(1, 64)(i) for i in range(5)], batch_size=2)
-    assert set(scores) == {"probe_acc", "concept_iou"}
+    assert set(scores) == {"probe_acc", "presence_auc", "concept_iou"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert wrapper.training  # measuring leaves the mode as it was
 

@@ -57,6 +57,11 @@ class ModelConfig:
     #: grounds a target and names a probe class whose probability in every image cell stays
     #: below this is decoded again with that class's names banned.
     presence_threshold: float = 0.0
+    #: The presence check (and the request check) reads the mean of both category probes'
+    #: class presence, the backbone probe's and the mask-head probe's (SAM's finer grid finds
+    #: small objects), not the backbone probe's alone. For probes fitted for it (`task: probe`
+    #: with a `presence` loss); False for models without a mask-head probe.
+    presence_mask_head: bool = False
     #: Names of the classes 1, 2, ... of the colour probe, each a colour word and then a
     #: category's name ("red apple"; class 0 is background); empty: no colour probe. The probe
     #: is a per-cell classifier like the category probe, fitted on the frozen image features

@@ -60,12 +60,13 @@ class BannedSequences(LogitsProcessor):
         return scores
 
 
-def class_presence(probe: VisionProbe, features: torch.Tensor) -> torch.Tensor:
+def class_presence(
+    probe: VisionProbe, features: torch.Tensor, context: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, C - 1): each non-background class's highest probability over the backbone probe's
-    grid cells, from the LLM's image features (B, N, D)."""
-    grid = int(round(features.shape[1] ** 0.5))
-    logits = probe.backbone(features[:, -grid * grid :].float())
-    return logits.softmax(-1).amax(1)[:, 1:]
+    grid cells, from the LLM's image features (B, N, D); with the mask head's image embedding
+    `context`, averaged with the mask-head probe's (`VisionProbe.presence`)."""
+    return probe.presence(features, context)
 
 
 def named_classes(text: str, labels: Sequence[Sequence[str]]) -> list[int]:

@@ -6,7 +6,11 @@ alone teach them to see slowly. When a sample carries its scene's class map
 (`SegSample.semantic`), a linear classifier on each encoder's output grid predicts the share of
 every class in each cell: one on the projected image features the LLM reads, one on the mask
 head's image embedding (SAM heads). Its soft cross-entropy is the `probe` loss term (weight 0
-unless a recipe sets it); at inference the probes are not used.
+unless a recipe sets it). The *presence* loss (weight `presence`, in `task: probe` and `task:
+pretrain` recipes) trains what the presence check reads: for every class, its highest
+probability over the cells, against whether the image shows it at all (binary cross-entropy,
+multiple-instance style). A cell-share target alone leaves a small object's class well below
+any threshold in every cell, since it covers little of each.
 """
 
 from __future__ import annotations
@@ -59,6 +63,42 @@ class VisionProbe(nn.Module):
             logits = self.head(context)
             losses.append(_soft_ce(logits, target, torch.stack(valid)))
         return torch.stack(losses).mean()
+
+    def presence(self, features: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C - 1): each non-background class's highest probability over the backbone
+        probe's cells of features (B, N, D); with a mask-head probe and its image embedding
+        `context` (B, C', h, w), the mean of that and the same over the head probe's finer grid."""
+        found = self._backbone_logits(features).softmax(-1).amax(1)[:, 1:]
+        if self.head is not None and context is not None:
+            head = self.head(context.float()).softmax(1).flatten(2).amax(2)[:, 1:]
+            found = (found + head) / 2
+        return found
+
+    def presence_loss(
+        self,
+        features: torch.Tensor,
+        context: torch.Tensor | None,
+        semantic: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """Mean binary cross-entropy of each non-background class's highest cell probability
+        against whether the (H, W) class map shows it, for the backbone probe and (with
+        `context`) the mask-head probe."""
+        shown = torch.stack(
+            [
+                torch.bincount(s.long().flatten(), minlength=self.classes)[1 : self.classes] > 0
+                for s in semantic
+            ]
+        ).float()
+        found = [self._backbone_logits(features).softmax(-1).amax(1)[:, 1:]]
+        if self.head is not None and context is not None:
+            found.append(self.head(context.float()).softmax(1).flatten(2).amax(2)[:, 1:])
+        losses = [F.binary_cross_entropy(f.clamp(1e-6, 1 - 1e-6), shown) for f in found]
+        return torch.stack(losses).mean()
+
+    def _backbone_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, g * g, C) over the last g * g of features (B, N, D) (a class token is skipped)."""
+        grid = int(round(features.shape[1] ** 0.5))
+        return self.backbone(features[:, -grid * grid :].float())
 
     def cell_logits(
         self, features: torch.Tensor, semantic: Sequence[torch.Tensor]

@@ -191,6 +191,11 @@ class PixelReasonModel(nn.Module):
                 if isinstance(head, SamHead) and config.probe_mask_head
                 else None,
             )
+        if config.presence_mask_head and (self.probe is None or self.probe.head is None):
+            raise CheckpointError(
+                "presence_mask_head needs a category probe on the mask head's image embedding "
+                "(probe_classes > 0, probe_mask_head and a SAM head)"
+            )
         self.colour_probe = None
         if config.colour_probe_labels:
             self.colour_probe = VisionProbe(
@@ -652,7 +657,10 @@ class PixelReasonModel(nn.Module):
 
         @functools.cache
         def probed(name: str) -> list[list[float]]:  # per row, each class's presence, once
-            return class_presence(getattr(self, name), features).tolist()
+            context = None
+            if name == "probe" and self.config.presence_mask_head:
+                context = torch.cat([cache.context for cache in caches])
+            return class_presence(getattr(self, name), features, context).tolist()
 
         checked: set[int] = set()
         if self.probe is not None and self.config.probe_labels:

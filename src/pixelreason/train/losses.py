@@ -31,6 +31,9 @@ class LossWeights:
     score: float = 0.0
     #: Auxiliary vision probes (`pixelreason.models.probe`); 0 (off) in the papers' recipes.
     probe: float = 0.0
+    #: The probes' image-level presence loss (`VisionProbe.presence_loss`); `task: probe` and
+    #: `task: pretrain` recipes only.
+    presence: float = 0.0
 
 
 def text_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,10 @@ alone on generated scenes, which costs a fraction of a full step per image:
   which LISA's `<SEG>` later prompts SAM (one vector from the LLM), so the decoder learns to
   follow a single prompt token before the LLM learns to write one.
 
+With `fit="probe"` (`task: probe`), the wrapper fits the category probe alone, backbone and
+mask-head parts, on the frozen features of a trained model: its cell loss (`probe`) and its
+presence loss (`presence`), which trains what the presence check reads.
+
 The same wrapper, with `colour=True`, fits the *colour probe* (`task: colour-probe`): a per-cell
 classifier over "COLOUR CATEGORY" pairs (`Scene.colour_map`) on the image features of a trained
 model whose every other weight stays frozen; the colour check reads it at inference
@@ -83,10 +87,16 @@ class ScenePretraining(nn.Module):
     with `colour`, the colour probe alone (no concept prompts)."""
 
     def __init__(
-        self, model: PixelReasonModel, prompts_per_image: int = 3, colour: bool = False
+        self,
+        model: PixelReasonModel,
+        prompts_per_image: int = 3,
+        colour: bool = False,
+        probe_alone: bool = False,
     ) -> None:
         super().__init__()
         self.prompts_per_image = prompts_per_image
+        #: The category probe alone (`task: probe`): its mask-head part reads SAM's embedding.
+        self.probe_alone = probe_alone
         probe = model.colour_probe if colour else model.probe
         if probe is None:
             raise InputError(
@@ -101,7 +111,9 @@ class ScenePretraining(nn.Module):
         self.classes = probe.classes
         self.sam = model.head.sam if isinstance(model.head, SamHead) and not colour else None
         self.concepts = (
-            nn.Embedding(self.classes, self.sam.prompt_dim) if self.sam is not None else None
+            nn.Embedding(self.classes, self.sam.prompt_dim)
+            if self.sam is not None and not probe_alone
+            else None
         )
 
     @property
@@ -169,13 +181,25 @@ class ScenePretraining(nn.Module):
         """probe * probe CE + mask * (bce * BCE + dice * DICE) over the concept masks."""
         weights = weights or LossWeights(probe=1.0)
         # A part whose loss weight is 0 is not run at all (pretrain one encoder alone).
-        features, embeddings = self._encode(batch, weights.probe > 0, weights.mask > 0)
+        probing = weights.probe > 0 or weights.presence > 0
+        features, embeddings = self._encode(
+            batch, probing, weights.mask > 0 or (self.probe_alone and probing)
+        )
         losses, loss = {}, batch.backbone_pixels.new_zeros(())
-        if features is not None:
-            losses["probe"] = self.probe.loss(features, None, batch.semantic, batch.images, 0)
+        # Only a probe fitted alone reads SAM's embedding: in pretraining, the probe's gradient
+        # would reach SAM's encoder.
+        context = embeddings if self.probe_alone else None
+        head_size = self.model.config.sam_image_size or self.model.config.backbone_image_size
+        if features is not None and weights.probe > 0:
+            losses["probe"] = self.probe.loss(
+                features, context, batch.semantic, batch.images, head_size
+            )
             loss = loss + weights.probe * losses["probe"]
+        if features is not None and weights.presence > 0:
+            losses["presence"] = self.probe.presence_loss(features, context, batch.semantic)
+            loss = loss + weights.presence * losses["presence"]
         bce = dice = batch.backbone_pixels.new_zeros(0)
-        if embeddings is not None:
+        if embeddings is not None and weights.mask > 0:
             pairs = self.concept_masks(embeddings, batch, self.prompts_per_image)
             full = torch.cat([p[0] for p in pairs])
             truth = torch.cat([p[1] for p in pairs])
@@ -195,12 +219,14 @@ class ScenePretraining(nn.Module):
     @torch.no_grad()
     def measure(self, samples: Sequence[SegSample], batch_size: int = 16) -> dict[str, float]:
         """Validation: the probe's accuracy on cells an object covers most of (the dominant
-        class of each cell whose largest object share is >= 0.5) and the concept masks' mean
-        IoU (0 without SAM)."""
+        class of each cell whose largest object share is >= 0.5), the AUC of its class presence
+        (`VisionProbe.presence`, over every image and class: shown or not) and the concept
+        masks' mean IoU (0 without concept prompts)."""
         was_training = self.training
         self.eval()
         hits = cells = 0
         ious: list[float] = []
+        found, shown = [], []
         for start in range(0, len(samples), batch_size):
             batch = self.collate(samples[start : start + batch_size])
             features, embeddings = self._encode(batch)
@@ -209,17 +235,33 @@ class ScenePretraining(nn.Module):
             covered = share >= 0.5
             hits += int((logits.argmax(1) == dominant + 1)[covered].sum())
             cells += int(covered.sum())
-            if embeddings is not None:
+            found.append(self.probe.presence(features, embeddings if self.probe_alone else None))
+            shown.append(target[:, 1:].flatten(2).amax(2) > 0)
+            if embeddings is not None and self.concepts is not None:
                 for full, truth in self.concept_masks(embeddings, batch):
                     ious.extend(mask_iou(full, truth, torch.ones_like(truth)).tolist())
         self.train(was_training)
         return {
             "probe_acc": hits / max(cells, 1),
+            "presence_auc": rank_auc(torch.cat(found), torch.cat(shown)),
             "concept_iou": float(np.mean(ious)) if ious else 0.0,
         }
 
     def save_pretrained(self, directory: str | Path) -> None:
         self.model.save_pretrained(directory)
+
+
+def rank_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of scores against boolean labels (any shapes, flattened): the
+    chance that a positive outscores a negative, ties counted half; 0.5 without both kinds."""
+    scores, labels = scores.flatten().double(), labels.flatten().bool()
+    positives, negatives = scores[labels], scores[~labels]
+    if not len(positives) or not len(negatives):
+        return 0.5
+    ordered = torch.sort(negatives).values
+    below = torch.searchsorted(ordered, positives, right=False).double()
+    ties = torch.searchsorted(ordered, positives, right=True).double() - below
+    return float(((below + ties / 2).sum()) / (len(positives) * len(negatives)))
 
 
 def pretraining_val(

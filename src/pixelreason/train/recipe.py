@@ -11,7 +11,8 @@ out: runs/default
 task: segment                     # or `pretrain`: the encoders alone on scenes
                                   # (`pixelreason.train.pretrain`), before a segment stage;
                                   # or `colour-probe`: only the colour probe, on a trained
-                                  # model's frozen image features (`colour_probe: true`)
+                                  # model's frozen image features (`colour_probe: true`);
+                                  # or `probe`: only the category probe, the same way
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ class Recipe:
     train: TrainConfig
     val: dict[str, Any] = field(default_factory=dict)
     out: str = "runs/train"
-    #: "segment" (answers and masks), "pretrain" (the encoders alone, `ScenePretraining`) or
-    #: "colour-probe" (the colour probe alone, everything else frozen).
+    #: "segment" (answers and masks), "pretrain" (the encoders alone, `ScenePretraining`),
+    #: "colour-probe" (the colour probe alone, everything else frozen) or "probe" (the
+    #: category probe alone, both its parts, everything else frozen).
     task: str = "segment"
 
 
-TASKS = ("segment", "pretrain", "colour-probe")
+TASKS = ("segment", "pretrain", "colour-probe", "probe")
 
 
 def _dataclass_from(cls: type, data: dict[str, Any] | None, where: str) -> Any:
@@ -194,7 +196,11 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None) -> TrainResult:
     if recipe.task == "pretrain":
         return _pretrain(model, recipe, Path(out or recipe.out), samples)
     if recipe.task == "colour-probe":
-        return _pretrain(model, recipe, Path(out or recipe.out), samples, colour=True)
+        return _pretrain(model, recipe, Path(out or recipe.out), samples, alone="colour_probe")
+    if recipe.task == "probe":
+        return _pretrain(model, recipe, Path(out or recipe.out), samples, alone="probe")
+    if recipe.train.loss.presence:
+        raise InputError("train.loss.presence is for task: probe and task: pretrain recipes")
     mixture = WorldMixture(recipe.data)
     evaluate_fn = None
     if samples > 0:
@@ -210,20 +216,21 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None) -> TrainResult:
 
 
 def _pretrain(
-    model: PixelReasonModel, recipe: Recipe, out: Path, samples: int, colour: bool = False
+    model: PixelReasonModel, recipe: Recipe, out: Path, samples: int, alone: str | None = None
 ) -> TrainResult:
     """A `task: pretrain` recipe: the encoders alone on a stream of scenes; validation reports
-    the probe's cell accuracy and the concept masks' IoU on `val.samples` other scenes. With
-    `colour` (`task: colour-probe`), the colour probe alone on colour maps: every other weight
-    is frozen and the concept masks are off."""
-    wrapper = ScenePretraining(model, colour=colour)
+    the probe's cell accuracy, its presence AUC and the concept masks' IoU on `val.samples`
+    other scenes. With `alone` "colour_probe" (`task: colour-probe`), the colour probe alone on
+    colour maps, or "probe" (`task: probe`), the category probe alone: every other weight is
+    frozen and the concept masks are off."""
+    colour = alone == "colour_probe"
+    wrapper = ScenePretraining(model, colour=colour, probe_alone=alone == "probe")
     config = recipe.train
-    if colour:
+    if alone:
+        task = recipe.task
         if config.loss.mask:
-            raise InputError(
-                "task: colour-probe fits the colour probe alone: set train.loss.mask 0"
-            )
-        frozen = {name.split(".")[1] for name, _ in wrapper.named_parameters()} - {"colour_probe"}
+            raise InputError(f"task: {task} fits the {alone} alone: set train.loss.mask 0")
+        frozen = {name.split(".")[1] for name, _ in wrapper.named_parameters()} - {alone}
         config = dataclasses.replace(config, freeze=sorted(f"model.{n}." for n in frozen))
     evaluate_fn = None
     if samples > 0:
