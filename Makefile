@@ -31,11 +31,11 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/latency.py
 
-# The bundled default model, from scratch, in one command: its nine recipes in order (a rerun
+# The bundled default model, from scratch, in one command: its ten recipes in order (a rerun
 # resumes at the unfinished one). default-gpu, default-stage3 and default-stage7 were run on an
 # H100; on a CPU they take hours.
 DEFAULT_STAGES := default default-gpu default-stage3 vision-refit default-stage5 \
-  pretrain-tower default-tower default-stage7 default-colour
+  pretrain-tower default-tower default-stage7 default-colour default-presence
 default-model: setup
 	$(BIN)/pixelreason train $(DEFAULT_STAGES:%=recipes/%.yaml)
 
