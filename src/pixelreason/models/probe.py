@@ -68,11 +68,7 @@ class VisionProbe(nn.Module):
         """(B, C - 1): each non-background class's highest probability over the backbone
         probe's cells of features (B, N, D); with a mask-head probe and its image embedding
         `context` (B, C', h, w), the mean of that and the same over the head probe's finer grid."""
-        found = self._backbone_logits(features).softmax(-1).amax(1)[:, 1:]
-        if self.head is not None and context is not None:
-            head = self.head(context.float()).softmax(1).flatten(2).amax(2)[:, 1:]
-            found = (found + head) / 2
-        return found
+        return torch.stack(self._highest(features, context)).mean(0)
 
     def presence_loss(
         self,
@@ -89,16 +85,20 @@ class VisionProbe(nn.Module):
                 for s in semantic
             ]
         ).float()
-        found = [self._backbone_logits(features).softmax(-1).amax(1)[:, 1:]]
-        if self.head is not None and context is not None:
-            found.append(self.head(context.float()).softmax(1).flatten(2).amax(2)[:, 1:])
+        found = self._highest(features, context)
         losses = [F.binary_cross_entropy(f.clamp(1e-6, 1 - 1e-6), shown) for f in found]
         return torch.stack(losses).mean()
 
-    def _backbone_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, g * g, C) over the last g * g of features (B, N, D) (a class token is skipped)."""
+    def _highest(self, features: torch.Tensor, context: torch.Tensor | None) -> list[torch.Tensor]:
+        """Per probed part, (B, C - 1): each non-background class's highest cell probability;
+        the backbone part over the last g * g of features (B, N, D) (a class token is
+        skipped), then the mask-head part over context (B, C', h, w) when both are there."""
         grid = int(round(features.shape[1] ** 0.5))
-        return self.backbone(features[:, -grid * grid :].float())
+        logits = self.backbone(features[:, -grid * grid :].float())
+        found = [logits.softmax(-1).amax(1)[:, 1:]]
+        if self.head is not None and context is not None:
+            found.append(self.head(context.float()).softmax(1).flatten(2).amax(2)[:, 1:])
+        return found
 
     def cell_logits(
         self, features: torch.Tensor, semantic: Sequence[torch.Tensor]
