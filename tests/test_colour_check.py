@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from pixelreason.cli import main
 from pixelreason.data.world import CATEGORIES, generate_scene
 from pixelreason.data.world.categories import colour_labels
 from pixelreason.data.world.samples import generate_sample
-from pixelreason.errors import InputError
+from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.presence import (
     ColourSlot,
     class_presence,
@@ -66,32 +67,42 @@ def test_colour_slots_find_colour_and_category_right_before_a_target() -> None:
     assert recolour([slot, other], [0.5, 0, 0, 0.3, 0.0], 0.1) == (other, [7])
 
 
-def test_colour_probe_recipe_fits_the_probe_alone(tmp_path: Path) -> None:
-    spec = "{preset: tiny, seed: 0, probe_classes: 56, colour_probe: true}"
+@pytest.mark.parametrize("head", [False, True])
+def test_colour_probe_recipe_fits_the_probe_alone(tmp_path: Path, head: bool) -> None:
+    """Only `colour_probe.*` moves; with `colour_mask_head`, its SAM-grid part too, fitted with
+    the presence loss as well."""
+    spec = {"preset": "tiny", "seed": 0, "probe_classes": 56, "colour_probe": True}
+    if head:
+        spec["colour_mask_head"] = True
+    loss = "{probe: 1.0, presence: 1.0, mask: 0.0}" if head else "{probe: 1.0, mask: 0.0}"
     recipe = tmp_path / "colour.yaml"
     recipe.write_text(
-        f"model: {spec}\ntask: colour-probe\ndata: {{image_size: 64}}\nval: {{samples: 2}}\n"
-        "train: {steps: 3, batch_size: 2, lr: 0.01, log_every: 1, eval_every: 3, "
-        "loss: {probe: 1.0, mask: 0.0}}\n"
-        f"out: {tmp_path / 'run'}\n"
+        f"model: {json.dumps(spec)}\ntask: colour-probe\ndata: {{image_size: 64}}\n"
+        "val: {samples: 2}\ntrain: {steps: 3, batch_size: 2, lr: 0.01, log_every: 1, "
+        f"eval_every: 3, loss: {loss}}}\nout: {tmp_path / 'run'}\n"
     )
     assert main(["train", str(recipe)]) == 0
     config = preset_config({"preset": "tiny", "probe_classes": 56, "colour_probe": True})
     assert config.colour_probe_labels == colour_labels()
     torch.manual_seed(0)
-    fresh = build_model({"preset": "tiny", "seed": 0, "probe_classes": 56, "colour_probe": True})
+    fresh = build_model(spec)
     fitted = PixelReasonModel.from_pretrained(tmp_path / "run" / "model")
     assert fitted.config.colour_probe_labels == colour_labels()
+    assert fitted.config.colour_mask_head == head
     before, after = fresh.state_dict(), fitted.state_dict()
     for name, value in after.items():
         moved = not torch.equal(value, before[name])
         assert moved == name.startswith("colour_probe."), name
-    assert "val_probe_acc" in (tmp_path / "run" / "history.json").read_text()
+    assert any(name.startswith("colour_probe.head.") for name in after) == head
+    history = (tmp_path / "run" / "history.json").read_text()
+    assert "val_probe_acc" in history and "val_presence_auc" in history
 
 
 def test_colour_probe_task_needs_a_colour_probe_and_no_masks(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="colour_probe: true"):
         ScenePretraining(build_model({"preset": "tiny", "probe_classes": 56}), colour=True)
+    with pytest.raises(CheckpointError, match="colour_mask_head"):
+        build_model({"preset": "tiny", "probe_classes": 56, "colour_mask_head": True})
     with pytest.raises(InputError, match="colour_probe must be true or false"):
         preset_config({"preset": "tiny", "colour_probe": "yes"})
     recipe = tmp_path / "bad.yaml"
@@ -128,7 +139,8 @@ def test_bundled_default_recolours_answers_to_a_colour_the_probe_finds() -> None
             if old != new
         ]
         assert len(changed) == 1  # one colour word replaced, the rest as the LLM wrote it
-        presence = class_presence(model.colour_probe, cache.features)[0].tolist()
+        context = cache.context if model.config.colour_mask_head else None
+        presence = class_presence(model.colour_probe, cache.features, context)[0].tolist()
         rejected = labels.index(answer.extras["colour_check"]["absent"])
         assert presence[rejected] < threshold
         ids = answer.token_ids.tolist()

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pixelreason.cli import main
 from pixelreason.errors import CheckpointError
-from pixelreason.models.probe import VisionProbe
+from pixelreason.models.probe import VisionProbe, _area_weights
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.train.pretrain import rank_auc
 from pixelreason.train.recipe import build_model
@@ -60,6 +61,29 @@ def test_presence_loss_rewards_finding_what_the_class_map_shows() -> None:
     probe.presence_loss(features, context, wrong).backward()
     optimiser.step()
     assert probe.presence(features, context)[0, 1].item() > before
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "padded", "side"),
+    [(37, 53, 53, 4), (74, 106, 128, 16), (20, 29, 32, 8)],
+)
+def test_cell_shares_equal_the_pooled_one_hot_map(
+    height: int, width: int, padded: int, side: int
+) -> None:
+    """The probes' cell targets: a (37, 53) class map's one-hot, resized by area to (height,
+    width), zero-padded bottom-right to a square and average-pooled to side x side."""
+    probe = VisionProbe(7, 2, None)
+    semantic = torch.randint(0, 7, (37, 53), generator=torch.Generator().manual_seed(0))
+    one_hot = F.one_hot(semantic, 7).permute(2, 0, 1).float()[None]
+    resized = F.interpolate(one_hot, (height, width), mode="area")
+    padded_map = F.pad(resized, (0, padded - width, 0, padded - height))
+    expected = F.adaptive_avg_pool2d(padded_map, side)[0]
+    shares = probe._shares(
+        semantic,
+        _area_weights(37, height, padded, side, "cpu"),
+        _area_weights(53, width, padded, side, "cpu"),
+    )
+    assert torch.allclose(shares, expected, atol=1e-6)
 
 
 def test_rank_auc_counts_pairs_and_ties() -> None:

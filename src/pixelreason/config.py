@@ -67,6 +67,11 @@ class ModelConfig:
     #: is a per-cell classifier like the category probe, fitted on the frozen image features
     #: (`task: colour-probe` recipes); the colour check needs it.
     colour_probe_labels: list[str] = field(default_factory=list)
+    #: The colour probe has a mask-head part too, on SAM's image embedding (SAM heads), and the
+    #: colour and request checks read the mean of both parts' presence of a "COLOUR CATEGORY"
+    #: pair, as `presence_mask_head` does for the category probe. For colour probes fitted with
+    #: a `presence` loss (`task: colour-probe`); False: the backbone part alone.
+    colour_mask_head: bool = False
     #: The colour check at inference (`pixelreason.models.presence`; 0: off): an answer that
     #: grounds "COLOUR CATEGORY" where the colour probe finds that pair below this in every
     #: cell, but finds the category in another colour, gets the colour word the probe finds

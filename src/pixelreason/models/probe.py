@@ -51,12 +51,13 @@ class VisionProbe(nn.Module):
             side = context.shape[-1]
             cells, valid = [], []
             for s, image in zip(semantic, images, strict=True):
-                o = self._one_hot(s)
                 # SAM's frame: resized to `head_resized_size`, padded bottom-right to head_size.
-                height, width = image.head_resized_size or o.shape[-2:]
-                resized = F.interpolate(o[None], (height, width), mode="area")[0]
-                padded = F.pad(resized, (0, head_size - width, 0, head_size - height))
-                pooled = F.adaptive_avg_pool2d(padded, side)
+                height, width = image.head_resized_size or s.shape[-2:]
+                pooled = self._shares(
+                    s,
+                    _area_weights(s.shape[0], height, head_size, side, context.device),
+                    _area_weights(s.shape[1], width, head_size, side, context.device),
+                )
                 cells.append(pooled)
                 valid.append(pooled.sum(0) > 0.5)
             target = torch.stack(cells)
@@ -107,16 +108,49 @@ class VisionProbe(nn.Module):
         class shares (B, C, g, g) of each cell in the (H, W) class maps."""
         grid = int(round((features.shape[1]) ** 0.5))
         tokens = features[:, -grid * grid :]
-        target = torch.stack([self._one_hot(s, grid) for s in semantic])
+        # The backbone sees the whole image resized to a square: each map's shares per cell.
+        target = torch.stack(
+            [
+                self._shares(
+                    s,
+                    _area_weights(s.shape[0], s.shape[0], s.shape[0], grid, features.device),
+                    _area_weights(s.shape[1], s.shape[1], s.shape[1], grid, features.device),
+                )
+                for s in semantic
+            ]
+        )
         logits = self.backbone(tokens).transpose(1, 2).reshape(target.shape)
         return logits, target
 
-    def _one_hot(self, semantic: torch.Tensor, side: int | None = None) -> torch.Tensor:
-        """(C, H, W) one-hot of a class map, average-pooled to side x side when given."""
-        one_hot = F.one_hot(semantic.long().clamp(0, self.classes - 1), self.classes)
-        one_hot = one_hot.permute(2, 0, 1).float()
-        # The backbone sees the whole image resized to a square: pool each map to its grid.
-        return one_hot if side is None else F.adaptive_avg_pool2d(one_hot, side)
+    def _shares(
+        self, semantic: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """(C, h, w) class shares of an (H, W) class map's cells, each pixel of class c adding
+        rows[i, y] * cols[j, x] to cell (i, j) of channel c: the one-hot map pooled by the
+        separable weights rows (h, H) and cols (w, W), without the (C, H, W) one-hot."""
+        semantic = semantic.long().clamp(0, self.classes - 1)
+        height, width = semantic.shape
+        y = torch.arange(height, device=semantic.device)[:, None]
+        per_row = cols.new_zeros(self.classes * height, cols.shape[0])
+        # Row (c, y) sums cols[:, x] over the pixels (y, x) of class c.
+        per_row.index_add_(
+            0,
+            (semantic * height + y).flatten(),
+            cols.T[None].expand(height, width, -1).reshape(-1, cols.shape[0]),
+        )
+        return torch.einsum("iy,cyj->cij", rows, per_row.view(self.classes, height, -1))
+
+
+def _area_weights(
+    size: int, resized: int, padded: int, side: int, device: torch.device | str
+) -> torch.Tensor:
+    """(side, size): how much of each pixel along one axis of `size` reaches each of `side`
+    cells when the axis is resized to `resized` by area, zero-padded at the end to `padded`
+    and average-pooled to `side` (both steps are `adaptive_avg_pool`, separable by axis)."""
+    axis = torch.eye(size, device=device)[None]
+    axis = F.adaptive_avg_pool1d(axis, resized)
+    axis = F.pad(axis, (0, padded - resized))
+    return F.adaptive_avg_pool1d(axis, side)[0].T
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

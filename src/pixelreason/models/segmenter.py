@@ -197,9 +197,17 @@ class PixelReasonModel(nn.Module):
                 "(probe_classes > 0, probe_mask_head and a SAM head)"
             )
         self.colour_probe = None
+        if config.colour_mask_head and not (
+            config.colour_probe_labels and isinstance(head, SamHead)
+        ):
+            raise CheckpointError(
+                "colour_mask_head needs a colour probe (colour_probe_labels) and a SAM head"
+            )
         if config.colour_probe_labels:
             self.colour_probe = VisionProbe(
-                len(config.colour_probe_labels) + 1, backbone.hidden_size, None
+                len(config.colour_probe_labels) + 1,
+                backbone.hidden_size,
+                head.sam.prompt_dim if config.colour_mask_head else None,
             )
 
     # -- construction -------------------------------------------------------------------------
@@ -655,11 +663,15 @@ class PixelReasonModel(nn.Module):
         request = chosen(request_threshold, self.config.request_threshold)
         colour = colour if self.colour_probe is not None else 0.0
 
+        # Which probes' presence also reads their mask-head part, on SAM's image embedding.
+        reads_head = {
+            "probe": self.config.presence_mask_head,
+            "colour_probe": self.config.colour_mask_head,
+        }
+
         @functools.cache
         def probed(name: str) -> list[list[float]]:  # per row, each class's presence, once
-            context = None
-            if name == "probe" and self.config.presence_mask_head:
-                context = torch.cat([cache.context for cache in caches])
+            context = torch.cat([cache.context for cache in caches]) if reads_head[name] else None
             return class_presence(getattr(self, name), features, context).tolist()
 
         checked: set[int] = set()

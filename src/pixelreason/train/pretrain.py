@@ -20,7 +20,8 @@ presence loss (`presence`), which trains what the presence check reads.
 
 The same wrapper, with `colour=True`, fits the *colour probe* (`task: colour-probe`): a per-cell
 classifier over "COLOUR CATEGORY" pairs (`Scene.colour_map`) on the image features of a trained
-model whose every other weight stays frozen; the colour check reads it at inference
+model whose every other weight stays frozen (and, with `colour_mask_head`, on SAM's image
+embedding too), with the same two losses; the colour check reads it at inference
 (`pixelreason.models.presence`).
 
 `ScenePretraining` wraps a `PixelReasonModel` in the trainer's interface (`collate`, a
@@ -95,8 +96,9 @@ class ScenePretraining(nn.Module):
     ) -> None:
         super().__init__()
         self.prompts_per_image = prompts_per_image
-        #: The category probe alone (`task: probe`): its mask-head part reads SAM's embedding.
-        self.probe_alone = probe_alone
+        #: A probe fitted alone (`task: probe`, `task: colour-probe`): its mask-head part, if it
+        #: has one, reads SAM's embedding.
+        self.probe_alone = probe_alone or colour
         probe = model.colour_probe if colour else model.probe
         if probe is None:
             raise InputError(
@@ -109,10 +111,12 @@ class ScenePretraining(nn.Module):
         self.model = model
         self.probe_name = "colour_probe" if colour else "probe"
         self.classes = probe.classes
-        self.sam = model.head.sam if isinstance(model.head, SamHead) and not colour else None
+        # SAM's encoder runs for the concept prompts and for probes with a mask-head part.
+        needs_sam = not colour or probe.head is not None
+        self.sam = model.head.sam if isinstance(model.head, SamHead) and needs_sam else None
         self.concepts = (
             nn.Embedding(self.classes, self.sam.prompt_dim)
-            if self.sam is not None and not probe_alone
+            if self.sam is not None and not self.probe_alone
             else None
         )
 
