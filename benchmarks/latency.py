@@ -1,9 +1,13 @@
 """Per-query latency (cold image vs cached image) and peak memory of a model on this machine.
 
     python benchmarks/latency.py [--model default] [--runs 20] [--threads N]
+    python benchmarks/latency.py --world 100   # 100 ReasonWorld val queries, one image each
 
 Cold = set_image + segment (both vision encoders + generation + masks); cached = segment on
-an image already set. Prints a table; timings are medians over --runs.
+an image already set. Prints a table; timings are medians over --runs of one query on one
+image, or with --world N over N different val-split queries (each timed once cold, once
+cached). A query costs more where an inference check decodes its answer again (the presence
+and request checks): the table says how many did.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import statistics
 import time
 
 import torch
+from tqdm import tqdm
 
 from pixelreason import Segmenter
+from pixelreason.data.world.samples import generate_sample
 
 QUERY = "What here is rich in vitamin C?"
 
@@ -25,6 +31,12 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--image", default="examples/kitchen.png")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--world",
+        type=int,
+        default=0,
+        help="time N ReasonWorld val-split queries (each on its own image) instead of --image",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--presence-threshold",
@@ -51,18 +63,24 @@ def main() -> None:
     for check in ("presence_threshold", "colour_threshold", "request_threshold"):
         if getattr(args, check) is not None:
             setattr(segmenter.model.config, check, getattr(args, check))
-    segmenter.set_image(args.image)
-    segmenter.segment(QUERY)  # warm-up
-    cold, cached, tokens = [], [], []
-    for _ in range(args.runs):
+    if args.world:
+        queries = [generate_sample(0, "val", index) for index in range(args.world)]
+        cases = [(sample.image, sample.conversation[0][0]) for sample in queries]
+    else:
+        cases = [(args.image, QUERY)] * args.runs
+    segmenter.set_image(cases[0][0])
+    segmenter.segment(cases[0][1])  # warm-up
+    cold, cached, tokens, redecoded = [], [], [], 0
+    for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
         start = time.perf_counter()
-        segmenter.set_image(args.image)
-        result = segmenter.segment(QUERY)
+        segmenter.set_image(image)
+        result = segmenter.segment(query)
         cold.append(time.perf_counter() - start)
         start = time.perf_counter()
-        result = segmenter.segment(QUERY)
+        result = segmenter.segment(query)
         cached.append(time.perf_counter() - start)
         tokens.append(result.extras["num_tokens"])
+        redecoded += any(key in result.extras for key in ("presence_check", "request_check"))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     params = sum(p.numel() for p in segmenter.model.parameters()) / 1e6
     print(f"model: {segmenter.description}")
@@ -75,6 +93,10 @@ def main() -> None:
         print(f"| {name} | {1000 * statistics.median(values):.1f} | {1000 * p90:.1f} |")
     print(f"| generated tokens | {statistics.median(tokens):.0f} | |")
     print(f"| peak RSS (MiB) | {peak_mib:.0f} | |")
+    if args.world:
+        print(f"queries: {len(cases)} ReasonWorld val samples (seed 0), one image each")
+        print(f"answers a check decoded again: {redecoded} of {len(cases)}")
+        return
     print(f"answer: {result.text}")
     config = segmenter.model.config
     checks = (  # (extras key, threshold, what it did when it acted, when it did not)
