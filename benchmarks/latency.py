@@ -6,8 +6,8 @@
 Cold = set_image + segment (both vision encoders + generation + masks); cached = segment on
 an image already set. Prints a table; timings are medians over --runs of one query on one
 image, or with --world N over N different val-split queries (each timed once cold, once
-cached). A query costs more where an inference check decodes its answer again (the presence
-and request checks): the table says how many did.
+cached). A query costs more where the presence or request check changes its answer (a second
+decoding, or a teacher-forced pass over a rewritten answer): the output says how many did.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main() -> None:
     print(f"| peak RSS (MiB) | {peak_mib:.0f} | |")
     if args.world:
         print(f"queries: {len(cases)} ReasonWorld val samples (seed 0), one image each")
-        print(f"answers a check decoded again: {redecoded} of {len(cases)}")
+        print(f"answers the presence or request check changed: {redecoded} of {len(cases)}")
         return
     print(f"answer: {result.text}")
     config = segmenter.model.config
