@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from pixelreason.cli import main
 from pixelreason.errors import CheckpointError
-from pixelreason.models.probe import VisionProbe, _area_weights
+from pixelreason.models.probe import VisionProbe
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.train.pretrain import rank_auc
 from pixelreason.train.recipe import build_model
@@ -78,11 +78,7 @@ def test_cell_shares_equal_the_pooled_one_hot_map(
     resized = F.interpolate(one_hot, (height, width), mode="area")
     padded_map = F.pad(resized, (0, padded - width, 0, padded - height))
     expected = F.adaptive_avg_pool2d(padded_map, side)[0]
-    shares = probe._shares(
-        semantic,
-        _area_weights(37, height, padded, side, "cpu"),
-        _area_weights(53, width, padded, side, "cpu"),
-    )
+    shares = probe._shares(semantic, side, (height, width), padded)
     assert torch.allclose(shares, expected, atol=1e-6)
 
 

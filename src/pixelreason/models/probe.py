@@ -53,11 +53,7 @@ class VisionProbe(nn.Module):
             for s, image in zip(semantic, images, strict=True):
                 # SAM's frame: resized to `head_resized_size`, padded bottom-right to head_size.
                 height, width = image.head_resized_size or s.shape[-2:]
-                pooled = self._shares(
-                    s,
-                    _area_weights(s.shape[0], height, head_size, side, context.device),
-                    _area_weights(s.shape[1], width, head_size, side, context.device),
-                )
+                pooled = self._shares(s, side, (height, width), head_size)
                 cells.append(pooled)
                 valid.append(pooled.sum(0) > 0.5)
             target = torch.stack(cells)
@@ -109,36 +105,36 @@ class VisionProbe(nn.Module):
         grid = int(round((features.shape[1]) ** 0.5))
         tokens = features[:, -grid * grid :]
         # The backbone sees the whole image resized to a square: each map's shares per cell.
-        target = torch.stack(
-            [
-                self._shares(
-                    s,
-                    _area_weights(s.shape[0], s.shape[0], s.shape[0], grid, features.device),
-                    _area_weights(s.shape[1], s.shape[1], s.shape[1], grid, features.device),
-                )
-                for s in semantic
-            ]
-        )
+        target = torch.stack([self._shares(s, grid) for s in semantic])
         logits = self.backbone(tokens).transpose(1, 2).reshape(target.shape)
         return logits, target
 
     def _shares(
-        self, semantic: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+        self,
+        semantic: torch.Tensor,
+        side: int,
+        resized: tuple[int, int] | None = None,
+        padded: int | None = None,
     ) -> torch.Tensor:
-        """(C, h, w) class shares of an (H, W) class map's cells, each pixel of class c adding
-        rows[i, y] * cols[j, x] to cell (i, j) of channel c: the one-hot map pooled by the
-        separable weights rows (h, H) and cols (w, W), without the (C, H, W) one-hot."""
+        """(C, side, side) class shares of the cells of an (H, W) class map resized by area to
+        `resized` (height, width), zero-padded bottom-right to a `padded` square and average-
+        pooled to side x side (default: no resize, no padding). Each pixel of class c adds
+        rows[i, y] * cols[j, x] to cell (i, j) of channel c, with the separable per-axis weights
+        of `_area_weights`: the (C, H, W) one-hot map is never built."""
         semantic = semantic.long().clamp(0, self.classes - 1)
         height, width = semantic.shape
+        new_height, new_width = resized or (height, width)
+        rows = _area_weights(height, new_height, padded or new_height, side, semantic.device)
+        cols = _area_weights(width, new_width, padded or new_width, side, semantic.device)
         y = torch.arange(height, device=semantic.device)[:, None]
-        per_row = cols.new_zeros(self.classes * height, cols.shape[0])
+        per_row = cols.new_zeros(self.classes * height, side)
         # Row (c, y) sums cols[:, x] over the pixels (y, x) of class c.
         per_row.index_add_(
             0,
             (semantic * height + y).flatten(),
-            cols.T[None].expand(height, width, -1).reshape(-1, cols.shape[0]),
+            cols.T[None].expand(height, width, -1).reshape(-1, side),
         )
-        return torch.einsum("iy,cyj->cij", rows, per_row.view(self.classes, height, -1))
+        return torch.einsum("iy,cyj->cij", rows, per_row.view(self.classes, height, side))
 
 
 def _area_weights(
