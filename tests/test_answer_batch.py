@@ -10,7 +10,7 @@ import torch
 from conftest import NONE, ONE, TWO, scene
 from PIL import Image
 
-from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel
+from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel, _pad_prompts
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 
@@ -107,3 +107,76 @@ def test_answer_batch_refuses_mismatched_lengths_and_right_padding() -> None:
             eos_token_id=2,
             pad_token_id=0,
         )
+
+
+def test_pad_prompts_keeps_the_shared_start_in_front() -> None:
+    prompts = [torch.tensor([7, 8, 1, 2]), torch.tensor([7, 8, 3, 4, 5, 6])]
+    ids, mask = _pad_prompts(prompts, pad_id=0, shared=2)
+    assert ids.tolist() == [[7, 8, 0, 0, 1, 2], [7, 8, 3, 4, 5, 6]]
+    assert mask.tolist() == [[1, 1, 0, 0, 1, 1], [1, 1, 1, 1, 1, 1]]
+    ids, mask = _pad_prompts(prompts, pad_id=0)
+    assert ids.tolist() == [[0, 0, 7, 8, 1, 2], [7, 8, 3, 4, 5, 6]]
+    assert mask.tolist() == [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+
+
+def test_generation_from_prefix_states_equals_reading_the_whole_prompt() -> None:
+    """Rows of different lengths, padded after a shared start whose states are given."""
+    model, _ = load_model("random:tiny")
+    backbone = model.backbone
+    options = {"max_new_tokens": 8, "eos_token_id": 2, "pad_token_id": 0}
+    starts = [torch.randn(1, 6, backbone.hidden_size) for _ in range(2)]
+    ends = [torch.randn(1, length, backbone.hidden_size) for length in (3, 5)]
+    single = [
+        backbone.generate(torch.cat([s, e], 1), **options)
+        for s, e in zip(starts, ends, strict=True)
+    ]
+    padded = torch.zeros(2, 11, backbone.hidden_size)
+    mask = torch.zeros(2, 11, dtype=torch.long)
+    for row, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        padded[row, :6], mask[row, :6] = start[0], 1
+        padded[row, 11 - end.shape[1] :], mask[row, 11 - end.shape[1] :] = end[0], 1
+    past = [backbone.prefix_states(start) for start in starts]
+    kept = [[k.clone() for pair in states for k in pair] for states in past]
+    batched = backbone.generate_batch(padded, mask, past=past, **options)
+    for one, many in zip(single, batched, strict=True):
+        assert many.token_ids.tolist() == one.token_ids.tolist()
+        torch.testing.assert_close(many.hidden, one.hidden, atol=1e-4, rtol=1e-4)
+    again = backbone.generate_batch(padded, mask, past=past, **options)  # states unchanged
+    for states, copies in zip(past, kept, strict=True):
+        now = [k for pair in states for k in pair]
+        assert all(torch.equal(k, c) for k, c in zip(now, copies, strict=True))
+    assert [g.token_ids.tolist() for g in again] == [g.token_ids.tolist() for g in batched]
+
+
+@pytest.mark.parametrize("name", ["random:tiny", "random:tiny-pixelllm"])
+def test_answers_from_kept_image_states_equal_answers_without(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's part of the prompt is read once and kept with its cache; answers are
+    those of reading every prompt whole."""
+    model, _ = load_model(name)
+    caches = _caches(model, _images())
+    first = model.answer_batch(caches, CONVERSATIONS)
+    assert all(len(cache.prefix_states) == 1 for cache in caches)
+    calls: list[int] = []
+    reads = model.backbone.prefix_states
+    monkeypatch.setattr(model.backbone, "prefix_states", lambda e: calls.append(1) or reads(e))
+    kept = model.answer_batch(caches, CONVERSATIONS)
+    assert calls == []  # the second question about each image reuses its states
+    monkeypatch.setattr(PixelReasonModel, "_image_prefix", lambda self, prompts: 0)
+    whole = model.answer_batch(_caches(model, _images()), CONVERSATIONS)
+    for one, two, three in zip(first, kept, whole, strict=True):
+        _assert_same(three, one)
+        _assert_same(three, two)
+
+
+def test_image_prefix_stops_where_prompts_differ_or_a_placeholder_comes_first() -> None:
+    model, _ = load_model("random:tiny-pixelllm")
+    image = model.backbone.image_token_id
+    location = model.head.token_ids["<LOC>"]
+    prompt = torch.tensor([1, 5, image, image, location, 9, 10])
+    assert model._image_prefix([prompt, torch.tensor([1, 5, image, image, 11])]) == 4
+    assert model._image_prefix([prompt, torch.tensor([1, 6, image, image, 11])]) == 0
+    assert model._image_prefix([prompt, torch.tensor([1, 5, image, image])]) == 0  # no text
+    assert model._image_prefix([torch.tensor([1, location, image, 9])]) == 0
+    assert model._image_prefix([torch.tensor([1, 5, 9])]) == 0  # no image

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import (
+    DynamicCache,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LogitsProcessorList,
@@ -17,6 +18,10 @@ from transformers import (
 from pixelreason.models.presence import BannedSequences
 
 STEMS = ("patch", "conv")
+
+#: The LLM's key and value states of a prompt's first positions, per layer, each
+#: (1, kv_heads, positions, head_dim): see `Backbone.prefix_states`.
+PrefixStates = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
 class ConvStem(nn.Module):
@@ -224,6 +229,20 @@ class Backbone(nn.Module):
         return BackboneOutput(logits=out.logits, hidden=out.hidden_states[-1])
 
     @torch.no_grad()
+    def prefix_states(self, inputs_embeds: torch.Tensor) -> PrefixStates:
+        """The LLM's key and value states of one prompt's first positions, inputs_embeds
+        (1, P, D), for `generate_batch(past=...)`: the part of a prompt that depends on its
+        image alone ("USER: <image> x N") is the same for every question about that image, so
+        it is read once per image, not once per question."""
+        if inputs_embeds.shape[0] != 1:
+            raise ValueError("prefix_states takes one prompt")
+        cache = DynamicCache(config=self.model.config)
+        self.model(
+            inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        return tuple((layer.keys, layer.values) for layer in cache.layers)
+
+    @torch.no_grad()
     def generate(
         self,
         inputs_embeds: torch.Tensor,
@@ -260,6 +279,7 @@ class Backbone(nn.Module):
         temperature: float = 1.0,
         banned: Sequence[Sequence[Sequence[int]]] | None = None,
         prefix: Sequence[int] = (),
+        past: Sequence[PrefixStates] | None = None,
     ) -> list[Generation]:
         """Continue B prompts in one transformers `generate` call.
 
@@ -270,7 +290,10 @@ class Backbone(nn.Module):
         later steps of a finished row are discarded. `banned`: per row, token sequences the
         answer may not contain (`pixelreason.models.presence.BannedSequences`). `prefix`: token
         ids every answer starts with, written for the model (teacher-forced) and returned with
-        the states that predicted them, as if generated.
+        the states that predicted them, as if generated. `past`: per row, the `prefix_states`
+        of its first P positions (the same P for every row), which are then not read again;
+        the padding of such a batch comes after them, so each row's real tokens keep their
+        positions (`generate` counts them with the mask).
         """
         batch, length = inputs_embeds.shape[:2]
         if attention_mask is None:
@@ -283,8 +306,18 @@ class Backbone(nn.Module):
         if len(prefix):
             inputs_embeds = torch.cat([inputs_embeds, self.embed(forced, None)], dim=1)
             attention_mask = torch.cat([attention_mask, torch.ones_like(forced)], dim=1)
+        cache = None
+        if past is not None:
+            if len(past) != batch:
+                raise ValueError(f"{len(past)} prefix states for {batch} prompts")
+            layers = [zip(*rows, strict=True) for rows in zip(*past, strict=True)]
+            cache = DynamicCache(  # a new one: generate appends to it
+                [(torch.cat(keys), torch.cat(values)) for keys, values in layers],
+                config=self.model.config,
+            )
         out = self.model.generate(
             inputs_embeds=inputs_embeds,
+            past_key_values=cache,
             attention_mask=attention_mask.to(inputs_embeds.device),
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,

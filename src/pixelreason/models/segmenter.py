@@ -24,7 +24,13 @@ from transformers import (
 from pixelreason.config import ModelConfig
 from pixelreason.data.schema import IGNORE_VALUE, SegSample
 from pixelreason.errors import CheckpointError, InputError
-from pixelreason.models.backbone import Backbone, BackboneOutput, Generation, build_llava
+from pixelreason.models.backbone import (
+    Backbone,
+    BackboneOutput,
+    Generation,
+    PrefixStates,
+    build_llava,
+)
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import split_duplicates
@@ -128,6 +134,9 @@ class ImageCache:
     image: ImageInputs
     features: torch.Tensor  # (1, N, D) backbone image features
     context: Any  # the head's own encoding (SAM embedding for LISA)
+    #: The LLM's states of the prompt's start that depends on the image alone, by its token
+    #: ids, filled by the first question (`PixelReasonModel.answer_batch`).
+    prefix_states: dict[tuple[int, ...], PrefixStates] = field(default_factory=dict)
 
 
 #: `Answer.extras` keys of the inference checks, in the order they run.
@@ -631,25 +640,40 @@ class PixelReasonModel(nn.Module):
         ]
         prompts = [self.preprocessor.encode(turns, image=True).input_ids for turns in turns_list]
         tokenizer = self.preprocessor.tokenizer
-        length = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), length), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, length - len(prompt) :] = prompt
-            attention[row, length - len(prompt) :] = 1
+        shared = self._image_prefix(prompts)
+        input_ids, attention = _pad_prompts(prompts, tokenizer.pad_token_id, shared)
         features = torch.cat([cache.features for cache in caches])
         input_ids = input_ids.to(self.device)
         embeds = self.backbone.embed(input_ids, features)
         embeds = self.head.embed_prompt(input_ids, embeds, features, locations)
-        generate = functools.partial(
-            self.backbone.generate_batch,
-            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            do_sample=do_sample,
-            temperature=temperature,
-        )
-        generations = list(generate(embeds, attention))
+        past = None
+        if shared:
+            key = tuple(prompts[0][:shared].tolist())
+            for row, cache in enumerate(caches):
+                if key not in cache.prefix_states:
+                    start = embeds[row : row + 1, :shared]
+                    cache.prefix_states[key] = self.backbone.prefix_states(start)
+            past = [cache.prefix_states[key] for cache in caches]
+        options = {
+            "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "do_sample": do_sample,
+            "temperature": temperature,
+        }
+
+        def generate(rows: Sequence[int], **more: Any) -> list[Generation]:
+            """Decode the batch's `rows` (with `banned` or `prefix` as `generate_batch`)."""
+            index = torch.tensor(list(rows), device=embeds.device)
+            return self.backbone.generate_batch(
+                embeds[index],
+                attention[index.to(attention.device)],
+                past=None if past is None else [past[row] for row in rows],
+                **options,
+                **more,
+            )
+
+        generations = generate(range(len(caches)))
         answers = [
             self._masks_for(cache, generation)
             for cache, generation in zip(caches, generations, strict=True)
@@ -695,8 +719,6 @@ class PixelReasonModel(nn.Module):
                     answers,
                     generations,
                     (presence, probed),
-                    embeds,
-                    attention,
                     generate,
                     checked,
                 )
@@ -706,14 +728,32 @@ class PixelReasonModel(nn.Module):
             )
         return self.head.follow_up(self, caches, turns_list, answers)
 
+    def _image_prefix(self, prompts: Sequence[torch.Tensor]) -> int:
+        """How many first positions of the prompts depend on their images alone, so that the
+        LLM's states there can be kept with each image (`ImageCache.prefix_states`): those
+        up to the last image token, where all prompts have the same tokens there and text after
+        them, and no head prompt token (PixelLLM's location) comes before it; 0 where none."""
+        first = prompts[0]
+        images = (first == self.backbone.image_token_id).nonzero()
+        if not len(images):
+            return 0
+        shared = int(images[-1]) + 1
+        head_ids = getattr(self.head, "token_ids", {})
+        placeholders = [head_ids[token] for token in self.head.prompt_tokens if token in head_ids]
+        if bool(torch.isin(first[:shared], torch.tensor(placeholders, dtype=first.dtype)).any()):
+            return 0
+        same = all(
+            len(prompt) > shared and torch.equal(prompt[:shared], first[:shared])
+            for prompt in prompts
+        )
+        return shared if same else 0
+
     def _check_presence(
         self,
         caches: Sequence[ImageCache],
         answers: list[Answer],
         generations: list[Generation],
         check: tuple[float, Callable[[str], list[list[float]]]],
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
         generate: Callable[..., list[Generation]],
         skip: set[int] = frozenset(),  # type: ignore[assignment]
     ) -> None:
@@ -739,8 +779,7 @@ class PixelReasonModel(nn.Module):
                 rejected.append((answer.text, [labels[i][0] for i in absent]))
         if not rows:
             return
-        index = torch.tensor(rows, device=embeds.device)
-        redone = list(generate(embeds[index], attention[index.to(attention.device)], banned=banned))
+        redone = generate(rows, banned=banned)
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
         empty = (
             []
@@ -748,13 +787,9 @@ class PixelReasonModel(nn.Module):
             else [i for i, g in enumerate(redone) if target_id not in g.token_ids]
         )
         if empty:
-            index = torch.tensor([rows[i] for i in empty], device=embeds.device)
             prefix = self.preprocessor.tokenizer.encode(NOTHING_FOUND, add_special_tokens=False)
             said = generate(
-                embeds[index],
-                attention[index.to(attention.device)],
-                banned=[[[target_id]]] * len(empty),
-                prefix=prefix,
+                [rows[i] for i in empty], banned=[[[target_id]]] * len(empty), prefix=prefix
             )
             for i, generation in zip(empty, said, strict=True):
                 redone[i] = generation
@@ -835,10 +870,8 @@ class PixelReasonModel(nn.Module):
                         break
         bans = {"grounded": [[target_id]], "refused": refusal_bans(tokenizer)}
         for row, (kind, start) in redo.items():  # one by one: each has its own forced start
-            index = torch.tensor([row], device=embeds.device)
             (generation,) = generate(
-                embeds[index],
-                attention[index.to(attention.device)],
+                [row],
                 banned=[bans[kind]],
                 prefix=tokenizer.encode(start, add_special_tokens=False) if start else (),
             )
@@ -1014,6 +1047,25 @@ def _same_geometry(
             key = (tuple(image.original_size), image.head_resized_size)
             groups.setdefault(key, []).append(index)
     return list(groups.values())
+
+
+def _pad_prompts(
+    prompts: Sequence[torch.Tensor], pad_id: int, shared: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, T) and attention mask (B, T) of prompts padded to one length on the
+    left, for generation: each ends at the last position. The first `shared` positions (the
+    same in every prompt, see `PixelReasonModel._image_prefix`) stay in front, and the padding
+    goes after them, so they can come from states kept with the image."""
+    length = max(len(prompt) for prompt in prompts)
+    input_ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), length), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        start = length - len(prompt) + shared
+        input_ids[row, :shared] = prompt[:shared]
+        input_ids[row, start:] = prompt[shared:]
+        attention[row, :shared] = 1
+        attention[row, start:] = 1
+    return input_ids, attention
 
 
 def _pad_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
