@@ -163,6 +163,10 @@ def test_answers_from_kept_image_states_equal_answers_without(
     monkeypatch.setattr(model.backbone, "prefix_states", lambda e: calls.append(1) or reads(e))
     kept = model.answer_batch(caches, CONVERSATIONS)
     assert calls == []  # the second question about each image reuses its states
+    model.kept_states_bytes = 0  # read for each question, kept with no image
+    uncached = _caches(model, _images())
+    assert model.answer_batch(uncached, CONVERSATIONS)[0].text == first[0].text
+    assert all(not cache.prefix_states for cache in uncached) and len(calls) == 3
     monkeypatch.setattr(PixelReasonModel, "_image_prefix", lambda self, prompts: 0)
     whole = model.answer_batch(_caches(model, _images()), CONVERSATIONS)
     for one, two, three in zip(first, kept, whole, strict=True):

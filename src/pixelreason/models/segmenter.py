@@ -173,6 +173,11 @@ class Answer:
 class PixelReasonModel(nn.Module):
     """Backbone + mask head + the preprocessor that feeds them."""
 
+    #: The most bytes of LLM states an `ImageCache` keeps for its image's part of the prompt
+    #: (`answer_batch`): about 0.3 MB for the bundled default, but some 300 MB for a 7B LLaVA
+    #: (576 image tokens), where a server holding many conversations may want 0 (keep none).
+    kept_states_bytes: int = 64 * 2**20
+
     def __init__(
         self,
         config: ModelConfig,
@@ -649,11 +654,15 @@ class PixelReasonModel(nn.Module):
         past = None
         if shared:
             key = tuple(prompts[0][:shared].tolist())
+            past = []
             for row, cache in enumerate(caches):
-                if key not in cache.prefix_states:
-                    start = embeds[row : row + 1, :shared]
-                    cache.prefix_states[key] = self.backbone.prefix_states(start)
-            past = [cache.prefix_states[key] for cache in caches]
+                states = cache.prefix_states.get(key)
+                if states is None:
+                    states = self.backbone.prefix_states(embeds[row : row + 1, :shared])
+                    size = sum(t.numel() * t.element_size() for pair in states for t in pair)
+                    if size <= self.kept_states_bytes:
+                        cache.prefix_states[key] = states
+                past.append(states)
         options = {
             "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
             "eos_token_id": tokenizer.eos_token_id,
