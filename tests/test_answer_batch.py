@@ -184,3 +184,34 @@ def test_image_prefix_stops_where_prompts_differ_or_a_placeholder_comes_first() 
     assert model._image_prefix([prompt, torch.tensor([1, 5, image, image])]) == 0  # no text
     assert model._image_prefix([torch.tensor([1, location, image, 9])]) == 0
     assert model._image_prefix([torch.tensor([1, 5, 9])]) == 0  # no image
+
+
+def test_rows_with_forced_starts_of_different_lengths_equal_each_forced_alone() -> None:
+    model, _ = load_model("random:tiny")
+    backbone = model.backbone
+    options = {"max_new_tokens": 5, "eos_token_id": 10**6, "pad_token_id": 0}
+    starts = [torch.randn(1, 4, backbone.hidden_size) for _ in range(3)]
+    ends = [torch.randn(1, length, backbone.hidden_size) for length in (2, 4, 3)]
+    forced = [[7, 8, 9], [], [11]]
+    single = [
+        backbone.generate(torch.cat([s, e], 1), **options)
+        for s, e in zip(starts, ends, strict=True)
+    ]
+    padded = torch.zeros(3, 8, backbone.hidden_size)
+    mask = torch.zeros(3, 8, dtype=torch.long)
+    for row, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        padded[row, :4], mask[row, :4] = start[0], 1
+        padded[row, 8 - end.shape[1] :], mask[row, 8 - end.shape[1] :] = end[0], 1
+    past = [backbone.prefix_states(start) for start in starts]
+    batched = backbone.generate_batch(padded, mask, past=past, prefix=forced, **options)
+    for row, (ids, many) in enumerate(zip(forced, batched, strict=True)):
+        alone = backbone.generate_batch(
+            torch.cat([starts[row], ends[row]], 1), None, prefix=[ids], **options
+        )[0]
+        assert many.token_ids.tolist()[: len(ids)] == ids
+        assert many.token_ids.tolist() == alone.token_ids.tolist()
+        assert many.hidden.shape == (len(ids) + 5, backbone.hidden_size)
+        torch.testing.assert_close(many.hidden, alone.hidden, atol=1e-4, rtol=1e-4)
+    assert batched[1].token_ids.tolist() == single[1].token_ids.tolist()
+    with pytest.raises(ValueError, match="2 prefixes for 3"):
+        backbone.generate_batch(padded, mask, prefix=forced[:2], **options)

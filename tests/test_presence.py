@@ -17,6 +17,7 @@ from pixelreason.models.presence import (
     ban_list,
     class_presence,
     named_classes,
+    written_before,
 )
 from pixelreason.models.segmenter import PixelReasonModel
 from pixelreason.prompting import Turn
@@ -36,6 +37,39 @@ def test_banned_sequences_forbid_single_tokens_everywhere_and_longer_ones_after_
     assert out[1, 8] == -float("inf") and torch.isfinite(out[1, 3])
     with pytest.raises(ValueError, match="ban lists"):
         processor(torch.zeros(3, 1, dtype=torch.long), torch.zeros(3, 10))
+
+
+def test_banned_sequences_see_the_tokens_written_before_generation():
+    """A forced prefix is not in `generate`'s ids; a ban that straddles it still holds."""
+    processor = BannedSequences([[[5, 7]], [[5, 7]]], written=[[1, 5], [5, 1]])
+    out = processor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 10))
+    assert out[0, 7] == -float("inf") and torch.isfinite(out[1]).all()
+
+
+def test_written_before_stops_at_the_first_banned_completion():
+    assert written_before([4, 5, 7, 9, 3], [[3], [5, 7]]) == [4, 5]
+    assert written_before([4, 3, 5, 7], [[5, 7], [3]]) == [4]
+    assert written_before([3, 4], [[3]]) == []
+    assert written_before([4, 5, 9], [[5, 7]]) == []  # none: decode from the start
+
+
+@pytest.mark.parametrize("index", [9, 15, 18, 20])
+def test_presence_check_keeps_the_words_before_the_first_banned_one(
+    index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding again from the answer's first banned word gives the answer decoding again
+    from the start gives (test samples whose answers the check changes)."""
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", index)
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    turns = [[Turn(sample.texts[0])]]
+    kept = model.answer_batch([cache], turns)[0]
+    assert "presence_check" in kept.extras
+    monkeypatch.setattr("pixelreason.models.segmenter.written_before", lambda ids, banned: [])
+    whole = model.answer_batch([cache], turns)[0]
+    assert kept.text == whole.text and kept.extras == whole.extras
+    assert torch.equal(kept.mask_logits > 0, whole.mask_logits > 0)
+    torch.testing.assert_close(kept.mask_logits, whole.mask_logits, atol=1e-3, rtol=1e-3)
 
 
 def test_named_classes_are_the_names_right_before_a_target():

@@ -59,12 +59,12 @@ def test_a_forced_prefix_continues_as_the_model_would_have():
     kwargs = dict(max_new_tokens=6, eos_token_id=10**6, pad_token_id=0)  # no early stop
     free = model.backbone.generate_batch(embeds, None, **kwargs)
     prefix = free[0].token_ids[:2].tolist()
-    forced = model.backbone.generate_batch(embeds[:1], None, prefix=prefix, **kwargs)[0]
+    forced = model.backbone.generate_batch(embeds[:1], None, prefix=[prefix], **kwargs)[0]
     assert forced.token_ids.tolist()[:6] == free[0].token_ids.tolist()
     assert forced.hidden.shape == (8, model.backbone.hidden_size)
     torch.testing.assert_close(forced.hidden[:6], free[0].hidden, atol=1e-4, rtol=1e-4)
     other = [t for t in range(20) if t != prefix[0]][:2]
-    forced = model.backbone.generate_batch(embeds, None, prefix=other, **kwargs)
+    forced = model.backbone.generate_batch(embeds, None, prefix=[other, other], **kwargs)
     assert all(g.token_ids.tolist()[:2] == other for g in forced)
 
 

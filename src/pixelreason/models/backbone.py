@@ -278,7 +278,7 @@ class Backbone(nn.Module):
         do_sample: bool = False,
         temperature: float = 1.0,
         banned: Sequence[Sequence[Sequence[int]]] | None = None,
-        prefix: Sequence[int] = (),
+        prefix: Sequence[Sequence[int]] | None = None,
         past: Sequence[PrefixStates] | None = None,
     ) -> list[Generation]:
         """Continue B prompts in one transformers `generate` call.
@@ -288,12 +288,12 @@ class Backbone(nn.Module):
         every prompt starts at position 0 as it would alone, and the mask keeps padding out of
         attention. Each row stops at its first end-of-sequence token (kept, as when alone);
         later steps of a finished row are discarded. `banned`: per row, token sequences the
-        answer may not contain (`pixelreason.models.presence.BannedSequences`). `prefix`: token
-        ids every answer starts with, written for the model (teacher-forced) and returned with
-        the states that predicted them, as if generated. `past`: per row, the `prefix_states`
-        of its first P positions (the same P for every row), which are then not read again;
-        the padding of such a batch comes after them, so each row's real tokens keep their
-        positions (`generate` counts them with the mask).
+        answer may not contain (`pixelreason.models.presence.BannedSequences`). `prefix`: per row,
+        token ids its answer starts with (any number), written for the model (teacher-forced)
+        and returned with the states that predicted them, as if generated; `banned` sees them.
+        `past`: per row, the `prefix_states` of its first P positions (the same P for every
+        row), which are then not read again; the padding of such a batch comes after them, so
+        each row's real tokens keep their positions (`generate` counts them with the mask).
         """
         batch, length = inputs_embeds.shape[:2]
         if attention_mask is None:
@@ -302,14 +302,18 @@ class Backbone(nn.Module):
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} != {(batch, length)}")
         if not bool(attention_mask[:, -1].all()):
             raise ValueError("prompts must be left-padded: the last position must be real")
-        forced = torch.tensor([list(prefix)] * batch, dtype=torch.long, device=inputs_embeds.device)
-        if len(prefix):
-            inputs_embeds = torch.cat([inputs_embeds, self.embed(forced, None)], dim=1)
-            attention_mask = torch.cat([attention_mask, torch.ones_like(forced)], dim=1)
+        forced = [list(ids) for ids in prefix] if prefix is not None else [[]] * batch
+        if len(forced) != batch:
+            raise ValueError(f"{len(forced)} prefixes for {batch} prompts")
+        if past is not None and len(past) != batch:
+            raise ValueError(f"{len(past)} prefix states for {batch} prompts")
+        if any(forced):
+            kept = 0 if past is None else past[0][0][0].shape[2]  # padding goes after these
+            inputs_embeds, attention_mask = self._append(
+                inputs_embeds, attention_mask.to(inputs_embeds.device), forced, kept
+            )
         cache = None
         if past is not None:
-            if len(past) != batch:
-                raise ValueError(f"{len(past)} prefix states for {batch} prompts")
             layers = [zip(*rows, strict=True) for rows in zip(*past, strict=True)]
             cache = DynamicCache(  # a new one: generate appends to it
                 [(torch.cat(keys), torch.cat(values)) for keys, values in layers],
@@ -327,25 +331,56 @@ class Backbone(nn.Module):
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
             bad_words_ids=[[self.image_token_id]],
-            logits_processor=LogitsProcessorList([BannedSequences(banned)]) if banned else None,
+            logits_processor=(
+                LogitsProcessorList([BannedSequences(banned, forced)]) if banned else None
+            ),
             output_hidden_states=True,
             return_dict_in_generate=True,
         )
         sequences = out.sequences
         # hidden_states[step][-1] is the last layer; step 0 covers the whole prompt, and its last
         # position predicted the first new token; each later step adds one position.
-        if out.hidden_states:
-            first = out.hidden_states[0][-1][:, -1 - len(prefix) :]  # also predicted the prefix
-            later = [step[-1][:, -1:] for step in out.hidden_states[1:]]
-            states = torch.cat([first, *later], dim=1)
-        else:
-            states = inputs_embeds.new_zeros((batch, 0, self.hidden_size))
-        sequences = torch.cat([forced.to(sequences.device), sequences], dim=1)
         generations = []
-        for row in range(batch):
-            ids = sequences[row]
+        for row, start in enumerate(forced):
+            if out.hidden_states:  # the prompt's last positions also predicted the prefix
+                first = out.hidden_states[0][-1][row, -1 - len(start) :]
+                later = [step[-1][row, -1:] for step in out.hidden_states[1:]]
+                states = torch.cat([first, *later])
+            else:
+                states = inputs_embeds.new_zeros((0, self.hidden_size))
+            ids = torch.cat([sequences.new_tensor(start), sequences[row]])
             ends = (ids == eos_token_id).nonzero()
             used = int(ends[0]) + 1 if len(ends) else len(ids)
-            used = min(used, states.shape[1])
-            generations.append(Generation(token_ids=ids[:used], hidden=states[row, :used]))
+            used = min(used, states.shape[0])
+            generations.append(Generation(token_ids=ids[:used], hidden=states[:used]))
         return generations
+
+    def _append(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        forced: Sequence[Sequence[int]],
+        kept: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's prompt with its `forced` tokens' embeddings after it, left-padded again
+        to one length; the new padding goes after the first `kept` positions (those given as
+        prefix states), else in front."""
+        most = max(len(ids) for ids in forced)
+        rows, masks = [], []
+        for row, ids in enumerate(forced):
+            tokens = torch.tensor([list(ids)], dtype=torch.long, device=inputs_embeds.device)
+            gap = most - len(ids)
+            rows.append(
+                torch.cat(
+                    [
+                        inputs_embeds[row, :kept],
+                        inputs_embeds.new_zeros((gap, inputs_embeds.shape[-1])),
+                        inputs_embeds[row, kept:],
+                        self.embed(tokens, None)[0],
+                    ]
+                )
+            )
+            ones = attention_mask.new_ones(len(ids))
+            mask = attention_mask[row]
+            masks.append(torch.cat([mask[:kept], mask.new_zeros(gap), mask[kept:], ones]))
+        return torch.stack(rows), torch.stack(masks)

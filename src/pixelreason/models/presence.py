@@ -42,22 +42,40 @@ from pixelreason.tokens import SEG_TOKEN
 class BannedSequences(LogitsProcessor):
     """Per batch row, token sequences `generate` may not complete: a sequence's last token is
     forbidden wherever the row's newest tokens equal the rest of it (a one-token sequence is
-    forbidden everywhere). Unlike transformers' `bad_words_ids`, each row has its own list."""
+    forbidden everywhere). Unlike transformers' `bad_words_ids`, each row has its own list.
+    `written`: per row, the answer's tokens before those `generate` sees (a forced prefix)."""
 
-    def __init__(self, banned: Sequence[Sequence[Sequence[int]]]) -> None:
+    def __init__(
+        self,
+        banned: Sequence[Sequence[Sequence[int]]],
+        written: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         self.banned = [[list(seq) for seq in row if seq] for row in banned]
+        self.written = [list(ids) for ids in written] if written else [[] for _ in banned]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if len(self.banned) != scores.shape[0]:
             raise ValueError(f"{len(self.banned)} ban lists for {scores.shape[0]} rows")
-        length = input_ids.shape[1]
         for row, sequences in enumerate(self.banned):
-            recent = input_ids[row].tolist()
+            recent = self.written[row] + input_ids[row].tolist()
+            length = len(recent)
             for seq in sequences:
                 prefix = len(seq) - 1
                 if prefix == 0 or (length >= prefix and recent[length - prefix :] == seq[:-1]):
                     scores[row, seq[-1]] = -float("inf")
         return scores
+
+
+def written_before(ids: Sequence[int], banned: Sequence[Sequence[int]]) -> list[int]:
+    """An answer's tokens before the first that completes a `banned` sequence (none where
+    none does): greedy decoding with those sequences banned (`BannedSequences`) writes the
+    same tokens up to there, so a second decoding can start from them."""
+    for position in range(len(ids)):
+        for seq in banned:
+            start = position + 1 - len(seq)
+            if seq and start >= 0 and list(ids[start : position + 1]) == list(seq):
+                return list(ids[:position])
+    return []
 
 
 def class_presence(

@@ -45,6 +45,7 @@ from pixelreason.models.presence import (
     refusal,
     refusal_bans,
     requested_class,
+    written_before,
 )
 from pixelreason.models.probe import VisionProbe
 from pixelreason.models.sam import SamDecoder
@@ -770,11 +771,13 @@ class PixelReasonModel(nn.Module):
         the image does not show, with that class's names banned (`pixelreason.models.presence`);
         one that then grounds nothing says so in words (`NOTHING_FOUND`, given to the LLM to
         write, the target token banned). `check`: the threshold and the probes' scores by probe
-        name; the rows in `skip` (settled by the request check) are left alone."""
+        name; the rows in `skip` (settled by the request check) are left alone. An answer's
+        words before its first banned one are kept as they are (`written_before`), not decoded
+        again: greedy decoding would write them again."""
         labels = self.config.probe_labels
         threshold, probed = check
         presence = probed("probe")
-        rows, banned, rejected = [], [], []
+        rows, banned, kept, rejected = [], [], [], []
         for row, answer in enumerate(answers):
             if not len(answer.scores) or row in skip:
                 continue  # grounds nothing: "There is no teapot here." may name what is absent
@@ -785,10 +788,11 @@ class PixelReasonModel(nn.Module):
                 others = [i for i, shown in enumerate(present) if not shown]
                 rows.append(row)
                 banned.append(ban_list(self.preprocessor.tokenizer, labels, others, keep))
+                kept.append(written_before(generations[row].token_ids.tolist(), banned[-1]))
                 rejected.append((answer.text, [labels[i][0] for i in absent]))
         if not rows:
             return
-        redone = generate(rows, banned=banned)
+        redone = generate(rows, banned=banned, prefix=kept)
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
         empty = (
             []
@@ -798,7 +802,9 @@ class PixelReasonModel(nn.Module):
         if empty:
             prefix = self.preprocessor.tokenizer.encode(NOTHING_FOUND, add_special_tokens=False)
             said = generate(
-                [rows[i] for i in empty], banned=[[[target_id]]] * len(empty), prefix=prefix
+                [rows[i] for i in empty],
+                banned=[[[target_id]]] * len(empty),
+                prefix=[prefix] * len(empty),
             )
             for i, generation in zip(empty, said, strict=True):
                 redone[i] = generation
@@ -878,12 +884,13 @@ class PixelReasonModel(nn.Module):
                         )
                         break
         bans = {"grounded": [[target_id]], "refused": refusal_bans(tokenizer)}
-        for row, (kind, start) in redo.items():  # one by one: each has its own forced start
-            (generation,) = generate(
-                [row],
-                banned=[bans[kind]],
-                prefix=tokenizer.encode(start, add_special_tokens=False) if start else (),
+        for row, (kind, start) in redo.items():
+            forced = (
+                tokenizer.encode(start, add_special_tokens=False)
+                if start
+                else written_before(generations[row].token_ids.tolist(), bans[kind])
             )
+            (generation,) = generate([row], banned=[bans[kind]], prefix=[forced])
             answer = self._masks_for(caches[row], generation)
             if kind == "refused" and not len(answer.scores):
                 continue  # the LLM has nothing else to say: its refusal stands
