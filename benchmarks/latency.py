@@ -2,6 +2,7 @@
 
     python benchmarks/latency.py [--model default] [--runs 20] [--threads N]
     python benchmarks/latency.py --world 100   # 100 ReasonWorld val queries, one image each
+    python benchmarks/latency.py --world 100 --compare-reuse   # with and without reuse
 
 Cold = set_image + segment (both vision encoders + generation + masks); cached = segment on
 an image already set. Prints a table; timings are medians over --runs of one query on one
@@ -39,6 +40,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
+        "--compare-reuse",
+        action="store_true",
+        help="time each query with and without the model's reuse of work between decodings "
+        "(`PixelReasonModel.reuse_states`), interleaved, so that the machine's drift cancels",
+    )
+    parser.add_argument(
         "--presence-threshold",
         type=float,
         default=None,
@@ -70,6 +77,9 @@ def main() -> None:
         cases = [(args.image, QUERY)] * args.runs
     segmenter.set_image(cases[0][0])
     segmenter.segment(cases[0][1])  # warm-up
+    if args.compare_reuse:
+        compare_reuse(segmenter, cases)
+        return
     cold, cached, tokens, redecoded = [], [], [], 0
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
         start = time.perf_counter()
@@ -108,6 +118,32 @@ def main() -> None:
         extras = result.extras.get(key)
         state = f"{acted}; first {extras['rejected']!r}" if extras else idle
         print(f"{key.replace('_', ' ')} (threshold {threshold}): {state}")
+
+
+def compare_reuse(segmenter: Segmenter, cases: list) -> None:
+    """Each query cold and cached, twice with `reuse_states` off and twice on (off, on, on,
+    off), and a table of medians and means of each."""
+    model = segmenter.model
+    times: dict[tuple[str, bool], list[float]] = {}
+    for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
+        for reuse in (False, True, True, False):
+            model.reuse_states = reuse
+            start = time.perf_counter()
+            segmenter.set_image(image)
+            segmenter.segment(query)
+            middle = time.perf_counter()
+            segmenter.segment(query)
+            times.setdefault(("cold", reuse), []).append(middle - start)
+            times.setdefault(("cached", reuse), []).append(time.perf_counter() - middle)
+    model.reuse_states = True
+    print(f"model: {segmenter.description}; {len(cases)} queries, each 2x each way")
+    print("| ms | median, reuse off | median, reuse on | mean, reuse off | mean, reuse on |")
+    print("|---|---|---|---|---|")
+    for name in ("cold", "cached"):
+        off, on = times[(name, False)], times[(name, True)]
+        cells = [statistics.median(off), statistics.median(on), statistics.mean(off)]
+        cells.append(statistics.mean(on))
+        print(f"| {name} | " + " | ".join(f"{1000 * value:.1f}" for value in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def test_answers_from_kept_image_states_equal_answers_without(
     uncached = _caches(model, _images())
     assert model.answer_batch(uncached, CONVERSATIONS)[0].text == first[0].text
     assert all(not cache.prefix_states for cache in uncached) and len(calls) == 3
-    monkeypatch.setattr(PixelReasonModel, "_image_prefix", lambda self, prompts: 0)
+    model.reuse_states = False
     whole = model.answer_batch(_caches(model, _images()), CONVERSATIONS)
     for one, two, three in zip(first, kept, whole, strict=True):
         _assert_same(three, one)

@@ -178,6 +178,11 @@ class PixelReasonModel(nn.Module):
     #: (`answer_batch`): about 0.3 MB for the bundled default, but some 300 MB for a 7B LLaVA
     #: (576 image tokens), where a server holding many conversations may want 0 (keep none).
     kept_states_bytes: int = 64 * 2**20
+    #: Reuse work between decodings (`answer_batch`): read each image's part of the prompt
+    #: once (`ImageCache.prefix_states`), and start the checks' second decodings from the
+    #: answer's words before its first banned one (`written_before`). False reads every prompt
+    #: whole and decodes again from the start: the same answers, for comparisons.
+    reuse_states: bool = True
 
     def __init__(
         self,
@@ -646,7 +651,7 @@ class PixelReasonModel(nn.Module):
         ]
         prompts = [self.preprocessor.encode(turns, image=True).input_ids for turns in turns_list]
         tokenizer = self.preprocessor.tokenizer
-        shared = self._image_prefix(prompts)
+        shared = self._image_prefix(prompts) if self.reuse_states else 0
         input_ids, attention = _pad_prompts(prompts, tokenizer.pad_token_id, shared)
         features = torch.cat([cache.features for cache in caches])
         input_ids = input_ids.to(self.device)
@@ -788,7 +793,8 @@ class PixelReasonModel(nn.Module):
                 others = [i for i, shown in enumerate(present) if not shown]
                 rows.append(row)
                 banned.append(ban_list(self.preprocessor.tokenizer, labels, others, keep))
-                kept.append(written_before(generations[row].token_ids.tolist(), banned[-1]))
+                written = generations[row].token_ids.tolist() if self.reuse_states else []
+                kept.append(written_before(written, banned[-1]))
                 rejected.append((answer.text, [labels[i][0] for i in absent]))
         if not rows:
             return
@@ -885,11 +891,11 @@ class PixelReasonModel(nn.Module):
                         break
         bans = {"grounded": [[target_id]], "refused": refusal_bans(tokenizer)}
         for row, (kind, start) in redo.items():
-            forced = (
-                tokenizer.encode(start, add_special_tokens=False)
-                if start
-                else written_before(generations[row].token_ids.tolist(), bans[kind])
-            )
+            if start:
+                forced = tokenizer.encode(start, add_special_tokens=False)
+            else:
+                written = generations[row].token_ids.tolist() if self.reuse_states else []
+                forced = written_before(written, bans[kind])
             (generation,) = generate([row], banned=[bans[kind]], prefix=[forced])
             answer = self._masks_for(caches[row], generation)
             if kind == "refused" and not len(answer.scores):
