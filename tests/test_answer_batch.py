@@ -119,6 +119,20 @@ def test_pad_prompts_keeps_the_shared_start_in_front() -> None:
     assert mask.tolist() == [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
 
 
+def _padded_after_starts(
+    starts: list[torch.Tensor], ends: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts (1, S + E_i, D) as a batch laid out as `_pad_prompts` lays out ids: each start
+    (one length S), then the padding, then each end."""
+    kept, length = starts[0].shape[1], starts[0].shape[1] + max(e.shape[1] for e in ends)
+    padded = torch.zeros(len(starts), length, starts[0].shape[-1])
+    mask = torch.zeros(len(starts), length, dtype=torch.long)
+    for row, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        padded[row, :kept], mask[row, :kept] = start[0], 1
+        padded[row, length - end.shape[1] :], mask[row, length - end.shape[1] :] = end[0], 1
+    return padded, mask
+
+
 def test_generation_from_prefix_states_equals_reading_the_whole_prompt() -> None:
     """Rows of different lengths, padded after a shared start whose states are given."""
     model, _ = load_model("random:tiny")
@@ -130,11 +144,7 @@ def test_generation_from_prefix_states_equals_reading_the_whole_prompt() -> None
         backbone.generate(torch.cat([s, e], 1), **options)
         for s, e in zip(starts, ends, strict=True)
     ]
-    padded = torch.zeros(2, 11, backbone.hidden_size)
-    mask = torch.zeros(2, 11, dtype=torch.long)
-    for row, (start, end) in enumerate(zip(starts, ends, strict=True)):
-        padded[row, :6], mask[row, :6] = start[0], 1
-        padded[row, 11 - end.shape[1] :], mask[row, 11 - end.shape[1] :] = end[0], 1
+    padded, mask = _padded_after_starts(starts, ends)
     past = [backbone.prefix_states(start) for start in starts]
     kept = [[k.clone() for pair in states for k in pair] for states in past]
     batched = backbone.generate_batch(padded, mask, past=past, **options)
@@ -197,11 +207,7 @@ def test_rows_with_forced_starts_of_different_lengths_equal_each_forced_alone() 
         backbone.generate(torch.cat([s, e], 1), **options)
         for s, e in zip(starts, ends, strict=True)
     ]
-    padded = torch.zeros(3, 8, backbone.hidden_size)
-    mask = torch.zeros(3, 8, dtype=torch.long)
-    for row, (start, end) in enumerate(zip(starts, ends, strict=True)):
-        padded[row, :4], mask[row, :4] = start[0], 1
-        padded[row, 8 - end.shape[1] :], mask[row, 8 - end.shape[1] :] = end[0], 1
+    padded, mask = _padded_after_starts(starts, ends)
     past = [backbone.prefix_states(start) for start in starts]
     batched = backbone.generate_batch(padded, mask, past=past, prefix=forced, **options)
     for row, (ids, many) in enumerate(zip(forced, batched, strict=True)):

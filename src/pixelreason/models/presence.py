@@ -58,10 +58,8 @@ class BannedSequences(LogitsProcessor):
             raise ValueError(f"{len(self.banned)} ban lists for {scores.shape[0]} rows")
         for row, sequences in enumerate(self.banned):
             recent = self.written[row] + input_ids[row].tolist()
-            length = len(recent)
             for seq in sequences:
-                prefix = len(seq) - 1
-                if prefix == 0 or (length >= prefix and recent[length - prefix :] == seq[:-1]):
+                if _ends_with(recent, seq[:-1]):
                     scores[row, seq[-1]] = -float("inf")
         return scores
 
@@ -70,12 +68,15 @@ def written_before(ids: Sequence[int], banned: Sequence[Sequence[int]]) -> list[
     """An answer's tokens before the first that completes a `banned` sequence (none where
     none does): greedy decoding with those sequences banned (`BannedSequences`) writes the
     same tokens up to there, so a second decoding can start from them."""
+    ids = list(ids)
     for position in range(len(ids)):
-        for seq in banned:
-            start = position + 1 - len(seq)
-            if seq and start >= 0 and list(ids[start : position + 1]) == list(seq):
-                return list(ids[:position])
+        if any(seq and _ends_with(ids[: position + 1], seq) for seq in banned):
+            return ids[:position]
     return []
+
+
+def _ends_with(tokens: Sequence[int], tail: Sequence[int]) -> bool:
+    return len(tokens) >= len(tail) and list(tokens[len(tokens) - len(tail) :]) == list(tail)
 
 
 def class_presence(

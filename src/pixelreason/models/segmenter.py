@@ -180,8 +180,9 @@ class PixelReasonModel(nn.Module):
     kept_states_bytes: int = 64 * 2**20
     #: Reuse work between decodings (`answer_batch`): read each image's part of the prompt
     #: once (`ImageCache.prefix_states`), and start the checks' second decodings from the
-    #: answer's words before its first banned one (`written_before`). False reads every prompt
-    #: whole and decodes again from the start: the same answers, for comparisons.
+    #: answer's words before its first banned one (`written_before`; with sampling, the first
+    #: sample's words). False reads every prompt whole and decodes again from the start: the
+    #: same greedy answers, for comparisons.
     reuse_states: bool = True
 
     def __init__(
