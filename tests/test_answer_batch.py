@@ -145,7 +145,7 @@ def test_generation_from_prefix_states_equals_reading_the_whole_prompt() -> None
         for s, e in zip(starts, ends, strict=True)
     ]
     padded, mask = _padded_after_starts(starts, ends)
-    past = [backbone.prefix_states(start) for start in starts]
+    past = backbone.prefix_states(torch.cat(starts))  # one pass for all rows
     kept = [[k.clone() for pair in states for k in pair] for states in past]
     batched = backbone.generate_batch(padded, mask, past=past, **options)
     for one, many in zip(single, batched, strict=True):
@@ -170,7 +170,9 @@ def test_answers_from_kept_image_states_equal_answers_without(
     assert all(len(cache.prefix_states) == 1 for cache in caches)
     calls: list[int] = []
     reads = model.backbone.prefix_states
-    monkeypatch.setattr(model.backbone, "prefix_states", lambda e: calls.append(1) or reads(e))
+    monkeypatch.setattr(
+        model.backbone, "prefix_states", lambda e: calls.extend([1] * len(e)) or reads(e)
+    )
     kept = model.answer_batch(caches, CONVERSATIONS)
     assert calls == []  # the second question about each image reuses its states
     model.kept_states_bytes = 0  # read for each question, kept with no image
@@ -208,7 +210,7 @@ def test_rows_with_forced_starts_of_different_lengths_equal_each_forced_alone() 
         for s, e in zip(starts, ends, strict=True)
     ]
     padded, mask = _padded_after_starts(starts, ends)
-    past = [backbone.prefix_states(start) for start in starts]
+    past = backbone.prefix_states(torch.cat(starts))  # one pass for all rows
     batched = backbone.generate_batch(padded, mask, past=past, prefix=forced, **options)
     for row, (ids, many) in enumerate(zip(forced, batched, strict=True)):
         alone = backbone.generate_batch(

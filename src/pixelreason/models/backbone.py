@@ -229,18 +229,20 @@ class Backbone(nn.Module):
         return BackboneOutput(logits=out.logits, hidden=out.hidden_states[-1])
 
     @torch.no_grad()
-    def prefix_states(self, inputs_embeds: torch.Tensor) -> PrefixStates:
-        """The LLM's key and value states of one prompt's first positions, inputs_embeds
-        (1, P, D), for `generate_batch(past=...)`: the part of a prompt that depends on its
-        image alone ("USER: <image> x N") is the same for every question about that image, so
-        it is read once per image, not once per question."""
-        if inputs_embeds.shape[0] != 1:
-            raise ValueError("prefix_states takes one prompt")
+    def prefix_states(self, inputs_embeds: torch.Tensor) -> list[PrefixStates]:
+        """Per row, the LLM's key and value states of prompts' first positions, inputs_embeds
+        (B, P, D) without padding, for `generate_batch(past=...)`: the part of a prompt that
+        depends on its image alone ("USER: <image> x N") is the same for every question about
+        that image, so it is read once per image, not once per question."""
         cache = DynamicCache(config=self.model.config)
         self.model(
             inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1
         )
-        return tuple((layer.keys, layer.values) for layer in cache.layers)
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        return [  # copies ([row] indexing): a row kept with its image holds no other row
+            tuple((keys[[row]], values[[row]]) for keys, values in layers)
+            for row in range(inputs_embeds.shape[0])
+        ]
 
     @torch.no_grad()
     def generate(

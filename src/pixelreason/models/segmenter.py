@@ -661,15 +661,15 @@ class PixelReasonModel(nn.Module):
         past = None
         if shared:
             key = tuple(prompts[0][:shared].tolist())
-            past = []
-            for row, cache in enumerate(caches):
-                states = cache.prefix_states.get(key)
-                if states is None:
-                    states = self.backbone.prefix_states(embeds[row : row + 1, :shared])
+            past = [cache.prefix_states.get(key) for cache in caches]
+            missing = [row for row, states in enumerate(past) if states is None]
+            if missing:  # read in one pass: these positions hold no padding
+                read = self.backbone.prefix_states(embeds[missing, :shared])
+                for row, states in zip(missing, read, strict=True):
+                    past[row] = states
                     size = sum(t.numel() * t.element_size() for pair in states for t in pair)
                     if size <= self.kept_states_bytes:
-                        cache.prefix_states[key] = states
-                past.append(states)
+                        caches[row].prefix_states[key] = states
         options = {
             "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
             "eos_token_id": tokenizer.eos_token_id,
@@ -891,13 +891,16 @@ class PixelReasonModel(nn.Module):
                         )
                         break
         bans = {"grounded": [[target_id]], "refused": refusal_bans(tokenizer)}
+        banned, forced = [], []
         for row, (kind, start) in redo.items():
+            banned.append(bans[kind])
             if start:
-                forced = tokenizer.encode(start, add_special_tokens=False)
+                forced.append(tokenizer.encode(start, add_special_tokens=False))
             else:
                 written = generations[row].token_ids.tolist() if self.reuse_states else []
-                forced = written_before(written, bans[kind])
-            (generation,) = generate([row], banned=[bans[kind]], prefix=[forced])
+                forced.append(written_before(written, bans[kind]))
+        redone = generate(list(redo), banned=banned, prefix=forced) if redo else []
+        for (row, (kind, _)), generation in zip(redo.items(), redone, strict=True):
             answer = self._masks_for(caches[row], generation)
             if kind == "refused" and not len(answer.scores):
                 continue  # the LLM has nothing else to say: its refusal stands
