@@ -244,6 +244,16 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "query names) with probability >= P; 0 turns it off (default: the model's setting)",
     )
     parser.add_argument(
+        "--knowledge-start",
+        default=None,
+        metavar="WORDS",
+        help="knowledge check (models with a probe): the LLM states, from these first words of "
+        "a text answer, what the query asks about ('A lemon tastes very sour.'), and an answer "
+        "grounding another object is decoded again for the stated one where the statement "
+        "restates the query; '' turns it off (default: the model's setting, ' A' for the "
+        "bundled default)",
+    )
+    parser.add_argument(
         "--instance-overlap",
         type=float,
         default=None,
@@ -268,6 +278,10 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
             flag = "--" + option.replace("_", "-")
             raise InputError(f"{flag} must be between 0 and 1, got {threshold}")
         setattr(model.config, option, threshold)
+    if args.knowledge_start is not None:
+        if len(args.knowledge_start) > 40:
+            raise InputError("--knowledge-start takes a few words, at most 40 characters")
+        model.config.knowledge_start = args.knowledge_start
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

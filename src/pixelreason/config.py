@@ -82,6 +82,12 @@ class ModelConfig:
     #: in words where the probe finds no such class (below `presence_threshold`), and a refusal
     #: of it is decoded again where the probes find it with at least this probability.
     request_threshold: float = 0.0
+    #: The knowledge check at inference (`pixelreason.models.knowledge`; "": off; needs the
+    #: probe): the words a text answer starts with in the model's training data (" A" for
+    #: ReasonWorld's "A lemon tastes very sour."). The LLM states from them what the query asks
+    #: about, and an answer grounding another class is decoded again for the stated one, where
+    #: the statement restates the query and the LLM finds it clearly likelier for its class.
+    knowledge_start: str = ""
     #: The instance split at inference (`pixelreason.models.instances`; 0: off): masks of one
     #: answer that repeat each other (IoU >= this) each take one region of their union, where
     #: the union falls apart into separate regions. 0.5 (the same on 0.3-0.5) raised every

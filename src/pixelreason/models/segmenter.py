@@ -34,6 +34,7 @@ from pixelreason.models.backbone import (
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import split_duplicates
+from pixelreason.models.knowledge import MARGIN, RESTATED, restated_share, stated_class
 from pixelreason.models.presence import (
     NOTHING_FOUND,
     ban_list,
@@ -141,7 +142,7 @@ class ImageCache:
 
 
 #: `Answer.extras` keys of the inference checks, in the order they run.
-CHECK_KEYS = ("request_check", "presence_check", "colour_check")
+CHECK_KEYS = ("request_check", "knowledge_check", "presence_check", "colour_check")
 
 
 @dataclass(frozen=True)
@@ -623,6 +624,7 @@ class PixelReasonModel(nn.Module):
         presence_threshold: float | None = None,
         colour_threshold: float | None = None,
         request_threshold: float | None = None,
+        knowledge_start: str | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
 
@@ -635,7 +637,10 @@ class PixelReasonModel(nn.Module):
         probe: a grounded colour the image does not show on that category is chosen again;
         `request_threshold` (default: the config's) the request check, before both: a request
         for one class by name is answered in words where the probe does not find it, and is
-        not refused where the probes find it.
+        not refused where the probes find it; `knowledge_start` (default: the config's; ""
+        off) the knowledge check (`pixelreason.models.knowledge`), after the request check: an
+        answer grounding another class than the LLM's own statement about the query is decoded
+        again for the stated class.
         """
         if len(caches) != len(turns_list):
             raise ValueError(f"{len(caches)} images for {len(turns_list)} conversations")
@@ -702,6 +707,7 @@ class PixelReasonModel(nn.Module):
         colour = chosen(colour_threshold, self.config.colour_threshold)
         request = chosen(request_threshold, self.config.request_threshold)
         colour = colour if self.colour_probe is not None else 0.0
+        knowledge = self.config.knowledge_start if knowledge_start is None else knowledge_start
 
         # Which probes' presence also reads their mask-head part, on SAM's image embedding.
         reads_head = {
@@ -728,6 +734,18 @@ class PixelReasonModel(nn.Module):
                     generate,
                     embeds,
                     attention,
+                )
+            if knowledge and presence > 0:
+                self._check_knowledge(
+                    caches,
+                    [turns[-1].user for turns in turns_list],
+                    answers,
+                    generations,
+                    (knowledge, presence, probed),
+                    generate,
+                    embeds,
+                    attention,
+                    checked,
                 )
             if presence > 0:
                 self._check_presence(
@@ -819,6 +837,137 @@ class PixelReasonModel(nn.Module):
             answer = self._masks_for(caches[row], generation)
             answer.extras["presence_check"] = {"rejected": text, "absent": names}
             answers[row], generations[row] = answer, generation
+
+    def _check_knowledge(
+        self,
+        caches: Sequence[ImageCache],
+        queries: Sequence[str],
+        answers: list[Answer],
+        generations: list[Generation],
+        check: tuple[str, float, Callable[[str], list[list[float]]]],
+        generate: Callable[..., list[Generation]],
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        skip: set[int] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
+        """The knowledge check (`pixelreason.models.knowledge`), in place, on the answers that
+        ground one target, but not the rows in `skip` (settled by the request check). `check`:
+        the statement's first words, the presence threshold and the probes' scores by name.
+
+        Each statement is decoded from those words with the target token and the classes the
+        probe does not find banned; where it names a class the answer does not ground,
+        restates the query and is likelier for its class by `MARGIN` nats than for the answer's
+        first grounded class, the answer is decoded again with every other class banned, and
+        kept where it then grounds the stated class."""
+        labels = self.config.probe_labels
+        tokenizer = self.preprocessor.tokenizer
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        start, threshold, probed = check
+        rows = [
+            row
+            for row, answer in enumerate(answers)
+            if len(answer.scores) == 1 and row not in skip and named_classes(answer.text, labels)
+        ]
+        if target_id is None or not rows:
+            return
+        presence = probed("probe")
+        start_ids = tokenizer.encode(start, add_special_tokens=False)
+        banned = []
+        for row in rows:
+            found = [i for i, score in enumerate(presence[row]) if score >= threshold]
+            missing = [i for i, score in enumerate(presence[row]) if score < threshold]
+            banned.append([[target_id], *ban_list(tokenizer, labels, missing, found)])
+        statements = generate(rows, banned=banned, prefix=[start_ids] * len(rows))
+        candidates = []  # (row, stated class, statement, the two statements to weigh)
+        for row, statement in zip(rows, statements, strict=True):
+            text = tokenizer.decode(statement.token_ids, skip_special_tokens=True)
+            stated = stated_class(text, labels)
+            if stated is None:
+                continue
+            label, rest = stated
+            answered = named_classes(answers[row].text, labels)
+            if (
+                label in answered
+                or presence[row][label] < threshold
+                or restated_share(rest, queries[row], labels) < RESTATED
+            ):
+                continue
+            rest = rest.rstrip()
+            weighed = [f"{start} {labels[k][0]}{rest}" for k in (label, answered[0])]
+            candidates.append((row, label, text.strip(), weighed))
+        if not candidates:
+            return
+        texts = [weighed for *_, pair in candidates for weighed in pair]
+        rows_of = [row for row, *_ in candidates for _ in range(2)]
+        scores = self._continuation_logprobs(embeds, attention, rows_of, texts)
+        chosen = [
+            candidate
+            for index, candidate in enumerate(candidates)
+            if scores[2 * index] - scores[2 * index + 1] >= MARGIN
+        ]
+        if not chosen:
+            return
+        bans, kept, named = [], [], []
+        for row, label, _, _ in chosen:
+            others = [i for i in range(len(labels)) if i != label]
+            bans.append(ban_list(tokenizer, labels, others, [label]))
+            kept.append(written_before(generations[row].token_ids.tolist(), bans[-1]))
+            # where the LLM does not go on to the stated class itself: its name written for it
+            name = labels[label][0]
+            name = " " + name if kept[-1] else name[:1].upper() + name[1:]
+            named.append(kept[-1] + tokenizer.encode(name, add_special_tokens=False))
+        rows = [row for row, *_ in chosen]
+        redone = generate(rows, banned=bans, prefix=kept)
+        again = [i for i, g in enumerate(redone) if chosen[i][1] not in self._grounded(g, labels)]
+        if again:
+            forced = generate(
+                [rows[i] for i in again],
+                banned=[bans[i] for i in again],
+                prefix=[named[i] for i in again],
+            )
+            for i, generation in zip(again, forced, strict=True):
+                redone[i] = generation
+        for (row, label, statement, _), generation in zip(chosen, redone, strict=True):
+            answer = self._masks_for(caches[row], generation)
+            if label not in named_classes(answer.text, labels):
+                continue
+            answer.extras["knowledge_check"] = {
+                "rejected": answers[row].text,
+                "statement": statement,
+            }
+            answers[row], generations[row] = answer, generation
+
+    def _grounded(self, generation: Generation, labels: Sequence[Sequence[str]]) -> list[int]:
+        """The classes a generation grounds (`named_classes` of its text)."""
+        text = self.head.display_text(self.preprocessor.decode(generation.token_ids))
+        return named_classes(text, labels)
+
+    def _continuation_logprobs(
+        self,
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        rows: Sequence[int],
+        texts: Sequence[str],
+    ) -> list[float]:
+        """Log-probability the LLM gives each text as the continuation of its row's prompt,
+        in one teacher-forced pass over the prompts plus texts, right-padded."""
+        tokenizer = self.preprocessor.tokenizer
+        sequences, spans = [], []
+        for row, text in zip(rows, texts, strict=True):
+            ids = torch.tensor(tokenizer.encode(text, add_special_tokens=False), device=self.device)
+            prompt = embeds[row][attention[row].bool()]
+            sequences.append(torch.cat([prompt, self.backbone.embed(ids[None], None)[0]]))
+            spans.append((len(prompt), ids))
+        length = max(len(s) for s in sequences)
+        padded = embeds.new_zeros((len(sequences), length, embeds.shape[-1]))
+        for index, sequence in enumerate(sequences):
+            padded[index, : len(sequence)] = sequence
+        with torch.no_grad():
+            logits = self.backbone(padded, None).logits.float().log_softmax(-1)
+        return [
+            float(logits[index, start - 1 : start - 1 + len(ids)].gather(1, ids[:, None]).sum())
+            for index, (start, ids) in enumerate(spans)
+        ]
 
     def _check_request(
         self,

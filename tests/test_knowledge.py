@@ -1,0 +1,144 @@
+"""The knowledge check: the answer follows the LLM's own statement of what the query asks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pixelreason.models.segmenter as segmenter
+from pixelreason.cli import main
+from pixelreason.data.world.categories import class_labels
+from pixelreason.data.world.samples import generate_sample
+from pixelreason.models.knowledge import RESTATED, restated_share, stated_class
+from pixelreason.models.presence import class_presence, mentioned_classes, named_classes
+from pixelreason.prompting import Turn
+from pixelreason.registry import load_model
+
+LABELS = class_labels()
+
+
+def _index(name: str) -> int:
+    return next(i for i, names in enumerate(LABELS) if names[0] == name)
+
+
+def test_stated_class_is_the_first_noun_and_the_words_after_it():
+    assert stated_class("A lemon tastes very sour.", LABELS) == (
+        _index("lemon"),
+        " tastes very sour.",
+    )
+    assert stated_class("A wine glass is used for drinking wine.", LABELS) == (
+        _index("wine glass"),
+        " is used for drinking wine.",
+    )
+    # "orange" right before another name is a colour word, not the fruit
+    assert stated_class("An orange cat chases mice.", LABELS) == (_index("cat"), " chases mice.")
+    assert stated_class("It is the answer.", LABELS) is None
+
+
+def test_restated_share_counts_the_query_words_among_the_statement_words():
+    query = "Find the thing that is squeezed to make lemonade."
+    assert restated_share(" is squeezed to make lemonade.", query) == 1.0
+    other = restated_share(" is made of glass.", "Which cup is left of the plant?")
+    assert other == pytest.approx(1 / 3) and other < RESTATED  # "of" alone
+    # class names restate nothing: a statement that only repeats a name gets 0
+    assert restated_share(" bread loaf .", "the object above the bread loaf") == 1.0
+    assert restated_share(" bread loaf .", "the object above the bread loaf", LABELS) == 0.0
+    assert restated_share(" Squeezed to make tea.", query) == pytest.approx(3 / 4)
+    assert restated_share(" is.", query) == 0.0  # small words alone say nothing
+
+
+@pytest.fixture(scope="module")
+def default():
+    model, _ = load_model("default")
+    assert model.config.knowledge_start == " A"
+    return model
+
+
+def _ask(model, index: int, **options):
+    sample = generate_sample(0, "zeroshot", index)
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    answer = model.answer_batch([cache], [[Turn(sample.texts[0])]], **options)[0]
+    return sample, cache, answer
+
+
+def test_continuation_logprobs_of_a_batch_equal_those_of_each_text_alone(default):
+    sample = generate_sample(0, "zeroshot", 3)
+    cache = default.encode_image(default.preprocessor.prepare_image(sample.image))
+    ids = default.preprocessor.encode([Turn(sample.texts[0])], image=True).input_ids[None]
+    embeds = default.backbone.embed(ids, cache.features)
+    attention = torch.ones(ids.shape, dtype=torch.long)
+    texts = [" A broccoli looks like a tiny tree.", " A carrot is orange."]
+    together = default._continuation_logprobs(embeds, attention, [0, 0], texts)
+    alone = [default._continuation_logprobs(embeds, attention, [0], [t])[0] for t in texts]
+    assert together == pytest.approx(alone, abs=1e-3)
+    tree = default._continuation_logprobs(
+        embeds, attention, [0], [" A broccoli looks like a tiny tree."]
+    )
+    unlikely = default._continuation_logprobs(
+        embeds, attention, [0], [" A broccoli looks like a tiny cat."]
+    )
+    assert tree[0] > unlikely[0]
+
+
+def test_bundled_default_answers_zero_shot_queries_for_the_object_it_states(default):
+    """On the first zero-shot queries, the check fires on several and each change follows the
+    statement: it names a class the probe finds, restates the query, and the answer now grounds
+    that class where the rejected one grounded another."""
+    labels = default.config.probe_labels
+    fired = 0
+    for index in range(12):
+        sample, cache, answer = _ask(default, index)
+        check = answer.extras.get("knowledge_check")
+        if check is None:
+            continue
+        fired += 1
+        label, rest = stated_class(check["statement"], labels)
+        assert restated_share(rest, sample.texts[0]) >= RESTATED
+        assert label in named_classes(answer.text, labels)
+        assert label not in named_classes(check["rejected"], labels)
+        context = cache.context if default.config.presence_mask_head else None
+        presence = class_presence(default.probe, cache.features, context)[0]
+        assert presence[label] >= default.config.presence_threshold
+    assert fired >= 3
+
+
+def test_knowledge_check_names_the_zero_shot_target_more_often(default):
+    """Off (`knowledge_start=""`) against on, the first 16 zero-shot queries: the answer grounds
+    the target's category more often with the check."""
+
+    def right(answer, sample) -> bool:
+        wanted = {c for name in sample.target_names for c in mentioned_classes(name, LABELS)}
+        return bool(wanted & set(named_classes(answer.text, LABELS)))
+
+    on = off = 0
+    for index in range(16):
+        sample, _, with_check = _ask(default, index)
+        _, _, without = _ask(default, index, knowledge_start="")
+        assert "knowledge_check" not in without.extras
+        on += right(with_check, sample)
+        off += right(without, sample)
+    assert on >= off + 4
+
+
+def test_the_margin_gates_the_change(default, monkeypatch):
+    """With an unreachable margin the check changes nothing."""
+    _, _, answer = _ask(default, 3)
+    assert "knowledge_check" in answer.extras
+    monkeypatch.setattr(segmenter, "MARGIN", 1e9)
+    _, _, answer = _ask(default, 3)
+    assert "knowledge_check" not in answer.extras
+
+
+def test_cli_turns_the_knowledge_check_off_and_checks_its_words(tmp_path, capsys):
+    sample = generate_sample(0, "zeroshot", 11)  # "... built by builders ...": a house
+    image = tmp_path / "scene.png"
+    sample.image.save(image)
+    argv = ["segment", str(image), sample.texts[0]]
+    assert main([*argv, "--out", str(tmp_path / "on")]) == 0
+    on = capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "off"), "--knowledge-start", ""]) == 0
+    off = capsys.readouterr().out
+    assert "house" in on.lower() and "house" not in off.lower()
+    assert main([*argv, "--knowledge-start", "x" * 41]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--knowledge-start" in err and len(err.splitlines()) == 1
