@@ -3,6 +3,7 @@
     python benchmarks/latency.py [--model default] [--runs 20] [--threads N]
     python benchmarks/latency.py --world 100   # 100 ReasonWorld val queries, one image each
     python benchmarks/latency.py --world 100 --compare-reuse   # with and without reuse
+    python benchmarks/latency.py --world 100 --compare-knowledge   # knowledge check off / on
 
 Cold = set_image + segment (both vision encoders + generation + masks); cached = segment on
 an image already set. Prints a table; timings are medians over --runs of one query on one
@@ -17,6 +18,7 @@ import argparse
 import resource
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
@@ -25,6 +27,8 @@ from pixelreason import Segmenter
 from pixelreason.data.world.samples import generate_sample
 
 QUERY = "What here is rich in vitamin C?"
+#: Checks that decode an answer again where they change it.
+CHANGES = ("presence_check", "request_check", "knowledge_check")
 
 
 def main() -> None:
@@ -44,6 +48,17 @@ def main() -> None:
         action="store_true",
         help="time each query with and without the model's reuse of work between decodings "
         "(`PixelReasonModel.reuse_states`), interleaved, so that the machine's drift cancels",
+    )
+    parser.add_argument(
+        "--compare-knowledge",
+        action="store_true",
+        help="time each query with the knowledge check off and on (the model's "
+        "`knowledge_start`), interleaved",
+    )
+    parser.add_argument(
+        "--knowledge-start",
+        default=None,
+        help="override the model's knowledge check ('': off; default: the model's setting)",
     )
     parser.add_argument(
         "--presence-threshold",
@@ -67,7 +82,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_pretrained(args.model)
-    for check in ("presence_threshold", "colour_threshold", "request_threshold"):
+    for check in ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start"):
         if getattr(args, check) is not None:
             setattr(segmenter.model.config, check, getattr(args, check))
     if args.world:
@@ -77,8 +92,21 @@ def main() -> None:
         cases = [(args.image, QUERY)] * args.runs
     segmenter.set_image(cases[0][0])
     segmenter.segment(cases[0][1])  # warm-up
+    model = segmenter.model
     if args.compare_reuse:
-        compare_reuse(segmenter, cases)
+
+        def reuse(on: bool) -> None:
+            model.reuse_states = on
+
+        compare(segmenter, cases, "reuse", reuse)
+        return
+    if args.compare_knowledge:
+        start = model.config.knowledge_start
+
+        def knowledge(on: bool) -> None:
+            model.config.knowledge_start = start if on else ""
+
+        compare(segmenter, cases, "knowledge check", knowledge)
         return
     cold, cached, tokens, redecoded = [], [], [], 0
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
@@ -90,7 +118,7 @@ def main() -> None:
         result = segmenter.segment(query)
         cached.append(time.perf_counter() - start)
         tokens.append(result.extras["num_tokens"])
-        redecoded += any(key in result.extras for key in ("presence_check", "request_check"))
+        redecoded += any(key in result.extras for key in CHANGES)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     params = sum(p.numel() for p in segmenter.model.parameters()) / 1e6
     print(f"model: {segmenter.description}")
@@ -105,7 +133,9 @@ def main() -> None:
     print(f"| peak RSS (MiB) | {peak_mib:.0f} | |")
     if args.world:
         print(f"queries: {len(cases)} ReasonWorld val samples (seed 0), one image each")
-        print(f"answers the presence or request check changed: {redecoded} of {len(cases)}")
+        print(
+            f"answers the presence, request or knowledge check changed: {redecoded} of {len(cases)}"
+        )
         return
     print(f"answer: {result.text}")
     config = segmenter.model.config
@@ -113,37 +143,37 @@ def main() -> None:
         ("presence_check", config.presence_threshold, "decoded twice", "one decoding"),
         ("colour_check", config.colour_threshold, "rewritten", "no change"),
         ("request_check", config.request_threshold, "changed", "no change"),
+        ("knowledge_check", repr(config.knowledge_start), "decoded again", "no change"),
     )
     for key, threshold, acted, idle in checks:
         extras = result.extras.get(key)
         state = f"{acted}; first {extras['rejected']!r}" if extras else idle
-        print(f"{key.replace('_', ' ')} (threshold {threshold}): {state}")
+        print(f"{key.replace('_', ' ')} ({threshold}): {state}")
 
 
-def compare_reuse(segmenter: Segmenter, cases: list) -> None:
-    """Each query cold and cached, twice with `reuse_states` off and twice on (off, on, on,
-    off), and a table of medians and means of each."""
-    model = segmenter.model
+def compare(segmenter: Segmenter, cases: list, name: str, switch: Callable[[bool], None]) -> None:
+    """Each query cold and cached, twice with `switch(False)` and twice with `switch(True)`
+    (off, on, on, off), and a table of medians and means of each."""
     times: dict[tuple[str, bool], list[float]] = {}
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
-        for reuse in (False, True, True, False):
-            model.reuse_states = reuse
+        for on in (False, True, True, False):
+            switch(on)
             start = time.perf_counter()
             segmenter.set_image(image)
             segmenter.segment(query)
             middle = time.perf_counter()
             segmenter.segment(query)
-            times.setdefault(("cold", reuse), []).append(middle - start)
-            times.setdefault(("cached", reuse), []).append(time.perf_counter() - middle)
-    model.reuse_states = True
+            times.setdefault(("cold", on), []).append(middle - start)
+            times.setdefault(("cached", on), []).append(time.perf_counter() - middle)
+    switch(True)
     print(f"model: {segmenter.description}; {len(cases)} queries, each 2x each way")
-    print("| ms | median, reuse off | median, reuse on | mean, reuse off | mean, reuse on |")
+    print(f"| ms | median, {name} off | median, on | mean, off | mean, on |")
     print("|---|---|---|---|---|")
-    for name in ("cold", "cached"):
-        off, on = times[(name, False)], times[(name, True)]
+    for when in ("cold", "cached"):
+        off, on = times[(when, False)], times[(when, True)]
         cells = [statistics.median(off), statistics.median(on), statistics.mean(off)]
         cells.append(statistics.mean(on))
-        print(f"| {name} | " + " | ".join(f"{1000 * value:.1f}" for value in cells) + " |")
+        print(f"| {when} | " + " | ".join(f"{1000 * value:.1f}" for value in cells) + " |")
 
 
 if __name__ == "__main__":

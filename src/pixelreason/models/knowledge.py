@@ -30,14 +30,18 @@ grounds the stated class.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from pixelreason.models.presence import _mentions
+from transformers import PreTrainedTokenizerBase
+
+from pixelreason.models.presence import _mentions, _spellings
 
 #: Share of a statement's words after its class name that must be words of the query.
 RESTATED = 0.5
 #: Nats by which the statement must be likelier with its own class than with the answer's.
 MARGIN = 2.0
+#: Most tokens of a statement after its first words: a fact takes about ten.
+STATEMENT_TOKENS = 16
 #: Words left out when comparing a statement with the query.
 SMALL_WORDS = frozenset({"a", "an", "the", "is", "are"})
 
@@ -64,3 +68,11 @@ def restated_share(rest: str, query: str, labels: Sequence[Sequence[str]] = ()) 
         return 0.0
     asked = set(_WORD.findall(query.lower()))
     return sum(w in asked for w in words) / len(words)
+
+
+def first_tokens(
+    tokenizer: PreTrainedTokenizerBase, labels: Sequence[Sequence[str]], classes: Iterable[int]
+) -> set[int]:
+    """The first token of each name of `classes`, in running text and at a sentence's start:
+    a statement whose first word after its start is one of them names one of those classes."""
+    return {ids[0] for k in classes for name in labels[k] for ids in _spellings(tokenizer, name)}

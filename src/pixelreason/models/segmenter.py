@@ -34,7 +34,14 @@ from pixelreason.models.backbone import (
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import split_duplicates
-from pixelreason.models.knowledge import MARGIN, RESTATED, restated_share, stated_class
+from pixelreason.models.knowledge import (
+    MARGIN,
+    RESTATED,
+    STATEMENT_TOKENS,
+    first_tokens,
+    restated_share,
+    stated_class,
+)
 from pixelreason.models.presence import (
     NOTHING_FOUND,
     ban_list,
@@ -690,15 +697,8 @@ class PixelReasonModel(nn.Module):
                 embeds[index],
                 attention[index.to(attention.device)],
                 past=None if past is None else [past[row] for row in rows],
-                **options,
-                **more,
+                **{**options, **more},
             )
-
-        generations = generate(range(len(caches)))
-        answers = [
-            self._masks_for(cache, generation)
-            for cache, generation in zip(caches, generations, strict=True)
-        ]
 
         def chosen(given: float | None, setting: float) -> float:
             return setting if given is None else given
@@ -708,6 +708,9 @@ class PixelReasonModel(nn.Module):
         request = chosen(request_threshold, self.config.request_threshold)
         colour = colour if self.colour_probe is not None else 0.0
         knowledge = self.config.knowledge_start if knowledge_start is None else knowledge_start
+        probes = self.probe is not None and bool(self.config.probe_labels)
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        knowledge = knowledge if probes and presence > 0 and target_id is not None else ""
 
         # Which probes' presence also reads their mask-head part, on SAM's image embedding.
         reads_head = {
@@ -719,6 +722,12 @@ class PixelReasonModel(nn.Module):
         def probed(name: str) -> list[list[float]]:  # per row, each class's presence, once
             context = torch.cat([cache.context for cache in caches]) if reads_head[name] else None
             return class_presence(getattr(self, name), features, context).tolist()
+
+        generations = generate(range(len(caches)))
+        answers = [
+            self._masks_for(cache, generation)
+            for cache, generation in zip(caches, generations, strict=True)
+        ]
 
         checked: set[int] = set()
         if self.probe is not None and self.config.probe_labels:
@@ -735,7 +744,7 @@ class PixelReasonModel(nn.Module):
                     embeds,
                     attention,
                 )
-            if knowledge and presence > 0:
+            if knowledge:
                 self._check_knowledge(
                     caches,
                     [turns[-1].user for turns in turns_list],
@@ -855,29 +864,45 @@ class PixelReasonModel(nn.Module):
         the statement's first words, the presence threshold and the probes' scores by name.
 
         Each statement is decoded from those words with the target token and the classes the
-        probe does not find banned; where it names a class the answer does not ground,
-        restates the query and is likelier for its class by `MARGIN` nats than for the answer's
-        first grounded class, the answer is decoded again with every other class banned, and
-        kept where it then grounds the stated class."""
+        probe does not find banned, one token first: one that goes on with a name of the
+        answer's own class agrees with it and ends there. Where a statement names a class the
+        answer does not ground, restates the query and is likelier for its class by `MARGIN`
+        nats than for the answer's first grounded class, the answer is decoded again with every
+        other class banned, and kept where it then grounds the stated class."""
         labels = self.config.probe_labels
         tokenizer = self.preprocessor.tokenizer
-        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        target_id = self.head.token_ids[SEG_TOKEN]
         start, threshold, probed = check
+        presence = probed("probe")
         rows = [
             row
             for row, answer in enumerate(answers)
             if len(answer.scores) == 1 and row not in skip and named_classes(answer.text, labels)
         ]
-        if target_id is None or not rows:
+        if not rows:
             return
-        presence = probed("probe")
         start_ids = tokenizer.encode(start, add_special_tokens=False)
         banned = []
         for row in rows:
             found = [i for i, score in enumerate(presence[row]) if score >= threshold]
             missing = [i for i, score in enumerate(presence[row]) if score < threshold]
             banned.append([[target_id], *ban_list(tokenizer, labels, missing, found)])
-        statements = generate(rows, banned=banned, prefix=[start_ids] * len(rows))
+        firsts = generate(rows, banned=banned, prefix=[start_ids] * len(rows), max_new_tokens=1)
+        going = [
+            i
+            for i, (row, first) in enumerate(zip(rows, firsts, strict=True))
+            if int(first.token_ids[len(start_ids)])
+            not in first_tokens(tokenizer, labels, named_classes(answers[row].text, labels))
+        ]
+        if not going:
+            return
+        rows = [rows[i] for i in going]
+        statements = generate(
+            rows,
+            banned=[banned[i] for i in going],
+            prefix=[firsts[i].token_ids.tolist() for i in going],
+            max_new_tokens=STATEMENT_TOKENS,
+        )
         candidates = []  # (row, stated class, statement, the two statements to weigh)
         for row, statement in zip(rows, statements, strict=True):
             text = tokenizer.decode(statement.token_ids, skip_special_tokens=True)
