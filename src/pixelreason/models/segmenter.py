@@ -888,11 +888,15 @@ class PixelReasonModel(nn.Module):
             missing = [i for i, score in enumerate(presence[row]) if score < threshold]
             banned.append([[target_id], *ban_list(tokenizer, labels, missing, found)])
         firsts = generate(rows, banned=banned, prefix=[start_ids] * len(rows), max_new_tokens=1)
+        agreeing = [
+            first_tokens(tokenizer, labels, named_classes(answers[row].text, labels))
+            | {tokenizer.eos_token_id}
+            for row in rows
+        ]
         going = [
             i
-            for i, (row, first) in enumerate(zip(rows, firsts, strict=True))
-            if int(first.token_ids[len(start_ids)])
-            not in first_tokens(tokenizer, labels, named_classes(answers[row].text, labels))
+            for i, (first, agrees) in enumerate(zip(firsts, agreeing, strict=True))
+            if int(first.token_ids[len(start_ids)]) not in agrees
         ]
         if not going:
             return
@@ -936,11 +940,12 @@ class PixelReasonModel(nn.Module):
         for row, label, _, _ in chosen:
             others = [i for i in range(len(labels)) if i != label]
             bans.append(ban_list(tokenizer, labels, others, [label]))
-            kept.append(written_before(generations[row].token_ids.tolist(), bans[-1]))
+            before = written_before(generations[row].token_ids.tolist(), bans[-1])
+            kept.append(before if self.reuse_states else [])
             # where the LLM does not go on to the stated class itself: its name written for it
             name = labels[label][0]
-            name = " " + name if kept[-1] else name[:1].upper() + name[1:]
-            named.append(kept[-1] + tokenizer.encode(name, add_special_tokens=False))
+            name = " " + name if before else name[:1].upper() + name[1:]
+            named.append(before + tokenizer.encode(name, add_special_tokens=False))
         rows = [row for row, *_ in chosen]
         redone = generate(rows, banned=bans, prefix=kept)
         again = [i for i, g in enumerate(redone) if chosen[i][1] not in self._grounded(g, labels)]
