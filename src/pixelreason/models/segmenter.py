@@ -700,6 +700,12 @@ class PixelReasonModel(nn.Module):
                 **{**options, **more},
             )
 
+        generations = generate(range(len(caches)))
+        answers = [
+            self._masks_for(cache, generation)
+            for cache, generation in zip(caches, generations, strict=True)
+        ]
+
         def chosen(given: float | None, setting: float) -> float:
             return setting if given is None else given
 
@@ -708,9 +714,6 @@ class PixelReasonModel(nn.Module):
         request = chosen(request_threshold, self.config.request_threshold)
         colour = colour if self.colour_probe is not None else 0.0
         knowledge = self.config.knowledge_start if knowledge_start is None else knowledge_start
-        probes = self.probe is not None and bool(self.config.probe_labels)
-        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
-        knowledge = knowledge if probes and presence > 0 and target_id is not None else ""
 
         # Which probes' presence also reads their mask-head part, on SAM's image embedding.
         reads_head = {
@@ -722,12 +725,6 @@ class PixelReasonModel(nn.Module):
         def probed(name: str) -> list[list[float]]:  # per row, each class's presence, once
             context = torch.cat([cache.context for cache in caches]) if reads_head[name] else None
             return class_presence(getattr(self, name), features, context).tolist()
-
-        generations = generate(range(len(caches)))
-        answers = [
-            self._masks_for(cache, generation)
-            for cache, generation in zip(caches, generations, strict=True)
-        ]
 
         checked: set[int] = set()
         if self.probe is not None and self.config.probe_labels:
@@ -744,7 +741,7 @@ class PixelReasonModel(nn.Module):
                     embeds,
                     attention,
                 )
-            if knowledge:
+            if knowledge and presence > 0:
                 self._check_knowledge(
                     caches,
                     [turns[-1].user for turns in turns_list],
@@ -871,7 +868,9 @@ class PixelReasonModel(nn.Module):
         other class banned, and kept where it then grounds the stated class."""
         labels = self.config.probe_labels
         tokenizer = self.preprocessor.tokenizer
-        target_id = self.head.token_ids[SEG_TOKEN]
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        if target_id is None:
+            return  # targets written as text (SAM4MLLM): no one token marks them
         start, threshold, probed = check
         presence = probed("probe")
         rows = [
@@ -948,7 +947,8 @@ class PixelReasonModel(nn.Module):
             named.append(before + tokenizer.encode(name, add_special_tokens=False))
         rows = [row for row, *_ in chosen]
         redone = generate(rows, banned=bans, prefix=kept)
-        again = [i for i, g in enumerate(redone) if chosen[i][1] not in self._grounded(g, labels)]
+        new = [self._masks_for(caches[row], g) for row, g in zip(rows, redone, strict=True)]
+        again = [i for i, a in enumerate(new) if chosen[i][1] not in named_classes(a.text, labels)]
         if again:
             forced = generate(
                 [rows[i] for i in again],
@@ -956,9 +956,8 @@ class PixelReasonModel(nn.Module):
                 prefix=[named[i] for i in again],
             )
             for i, generation in zip(again, forced, strict=True):
-                redone[i] = generation
-        for (row, label, statement, _), generation in zip(chosen, redone, strict=True):
-            answer = self._masks_for(caches[row], generation)
+                redone[i], new[i] = generation, self._masks_for(caches[rows[i]], generation)
+        for (row, label, statement, _), generation, answer in zip(chosen, redone, new, strict=True):
             if label not in named_classes(answer.text, labels):
                 continue
             answer.extras["knowledge_check"] = {
@@ -966,11 +965,6 @@ class PixelReasonModel(nn.Module):
                 "statement": statement,
             }
             answers[row], generations[row] = answer, generation
-
-    def _grounded(self, generation: Generation, labels: Sequence[Sequence[str]]) -> list[int]:
-        """The classes a generation grounds (`named_classes` of its text)."""
-        text = self.head.display_text(self.preprocessor.decode(generation.token_ids))
-        return named_classes(text, labels)
 
     def _continuation_logprobs(
         self,
@@ -982,22 +976,40 @@ class PixelReasonModel(nn.Module):
         """Log-probability the LLM gives each text as the continuation of its row's prompt,
         in one teacher-forced pass over the prompts plus texts, right-padded."""
         tokenizer = self.preprocessor.tokenizer
-        sequences, spans = [], []
-        for row, text in zip(rows, texts, strict=True):
-            ids = torch.tensor(tokenizer.encode(text, add_special_tokens=False), device=self.device)
+        ids = [
+            torch.tensor(tokenizer.encode(text, add_special_tokens=False), device=self.device)
+            for text in texts
+        ]
+        with torch.no_grad():
+            out, starts = self._read_after_prompts(embeds, attention, rows, ids)
+        logits = out.logits.float().log_softmax(-1)
+        return [
+            float(
+                logits[index, start - 1 : start - 1 + len(tokens)].gather(1, tokens[:, None]).sum()
+            )
+            for index, (start, tokens) in enumerate(zip(starts, ids, strict=True))
+        ]
+
+    def _read_after_prompts(
+        self,
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        rows: Sequence[int],
+        continuations: Sequence[torch.Tensor],
+    ) -> tuple[BackboneOutput, list[int]]:
+        """One teacher-forced pass over each row's prompt (its real positions) followed by
+        token ids, right-padded, so causal attention is exact for every real token; returns
+        the pass's output and each prompt's length."""
+        sequences, lengths = [], []
+        for row, ids in zip(rows, continuations, strict=True):
             prompt = embeds[row][attention[row].bool()]
             sequences.append(torch.cat([prompt, self.backbone.embed(ids[None], None)[0]]))
-            spans.append((len(prompt), ids))
-        length = max(len(s) for s in sequences)
+            lengths.append(len(prompt))
+        length = max(len(sequence) for sequence in sequences)
         padded = embeds.new_zeros((len(sequences), length, embeds.shape[-1]))
         for index, sequence in enumerate(sequences):
             padded[index, : len(sequence)] = sequence
-        with torch.no_grad():
-            logits = self.backbone(padded, None).logits.float().log_softmax(-1)
-        return [
-            float(logits[index, start - 1 : start - 1 + len(ids)].gather(1, ids[:, None]).sum())
-            for index, (start, ids) in enumerate(spans)
-        ]
+        return self.backbone(padded, None), lengths
 
     def _check_request(
         self,
@@ -1144,20 +1156,17 @@ class PixelReasonModel(nn.Module):
         and the masks follow the new words; each answer keeps its earlier checks' extras."""
         if not edits:
             return
-        sequences, edited_ids = [], []
+        edited_ids = []
         for edit in edits:
             edited = generations[edit.row].token_ids.clone()
             edited[edit.position] = edit.token
-            prompt = embeds[edit.row][attention[edit.row].bool()]
-            sequences.append(torch.cat([prompt, self.backbone.embed(edited[None, :-1], None)[0]]))
-            edited_ids.append((edited, len(prompt)))
-        length = max(len(s) for s in sequences)
-        padded = embeds.new_zeros((len(sequences), length, embeds.shape[-1]))
-        for index, sequence in enumerate(sequences):
-            padded[index, : len(sequence)] = sequence
-        states = self.backbone(padded, None).hidden
-        for index, (edit, (edited, prompt_length)) in enumerate(
-            zip(edits, edited_ids, strict=True)
+            edited_ids.append(edited)
+        out, lengths = self._read_after_prompts(
+            embeds, attention, [edit.row for edit in edits], [ids[:-1] for ids in edited_ids]
+        )
+        states = out.hidden
+        for index, (edit, edited, prompt_length) in enumerate(
+            zip(edits, edited_ids, lengths, strict=True)
         ):
             first = generations[edit.row]
             start = prompt_length - 1 + edit.position  # the state that predicted the new token
