@@ -9,8 +9,14 @@ import pixelreason.models.segmenter as segmenter
 from pixelreason.cli import main
 from pixelreason.data.world.categories import class_labels
 from pixelreason.data.world.samples import generate_sample
-from pixelreason.models.knowledge import RESTATED, restated_share, stated_class
-from pixelreason.models.presence import class_presence, mentioned_classes, named_classes
+from pixelreason.models.backbone import Generation
+from pixelreason.models.knowledge import RESTATED, Statements, restated_share, stated_class
+from pixelreason.models.presence import (
+    NOTHING_FOUND,
+    class_presence,
+    mentioned_classes,
+    named_classes,
+)
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 
@@ -142,3 +148,56 @@ def test_cli_turns_the_knowledge_check_off_and_checks_its_words(tmp_path, capsys
     assert main([*argv, "--knowledge-start", "x" * 41]) == 2
     err = capsys.readouterr().err.strip()
     assert "--knowledge-start" in err and len(err.splitlines()) == 1
+
+
+class _Decoder:
+    """A stand-in for `answer_batch`'s decoder: each row's statement is " A" and its `words`;
+    it goes on from the prefix given (which must begin that statement)."""
+
+    def __init__(self, tokenizer, words: dict[int, str]) -> None:
+        self.tokenizer, self.words, self.calls = tokenizer, words, []
+
+    def __call__(self, rows, *, banned, prefix, max_new_tokens):
+        self.calls.append((list(rows), [len(b) > 1 for b in banned], max_new_tokens))
+        out = []
+        for row, ids in zip(rows, prefix, strict=True):
+            full = self.tokenizer.encode(" A" + self.words[row], add_special_tokens=False)
+            assert full[: len(ids)] == list(ids)
+            full = full[: len(ids) + max_new_tokens]
+            out.append(Generation(torch.tensor(full), torch.zeros(len(full), 1)))
+        return out
+
+
+def test_statements_are_decoded_once_and_agree_with_answers_naming_their_class(default):
+    tokenizer = default.preprocessor.tokenizer
+    present = [[True] * len(LABELS), [i != _index("teapot") for i in range(len(LABELS))]]
+    decoder = _Decoder(tokenizer, {0: " lemon is sour.", 1: " cup holds tea."})
+    statements = Statements(decoder, tokenizer, LABELS, " A", 7, present)
+    answers = ["The lemon <SEG>.", "The red mug <SEG>."]
+    assert statements.disagreeing([0, 1], answers) == [1]  # row 0 states its own lemon
+    assert statements.disagreeing([0, 1], ["The mug <SEG>.", "The cup <SEG>."]) == [0]
+    assert len(decoder.calls) == 1 and decoder.calls[0][2] == 1  # the first tokens, once
+    said = statements.texts([1], (True, False))
+    assert said == {(1, True): "A cup holds tea.", (1, False): "A cup holds tea."}
+    assert decoder.calls[1][1] == [True, False]  # bound: absent classes banned; free: not
+    statements.texts([1], (False,))
+    assert len(decoder.calls) == 2  # known already
+
+
+def test_absence_check_says_the_image_lacks_the_object_the_llm_states(default, monkeypatch):
+    """ "What here stores electricity?" of an image without a battery: the answer grounded a
+    key; the free statement names the battery, which the probe does not find, so the answer
+    now says that nothing fits, with no mask. With an unreachable margin it grounds again."""
+    sample = generate_sample(1, "val", 15, kind="absent")
+    assert not sample.target_masks and "electricity" in sample.texts[0]
+    cache = default.encode_image(default.preprocessor.prepare_image(sample.image))
+    answer = default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    check = answer.extras["knowledge_check"]
+    assert check["absent"] == "battery" and "battery" in check["statement"].lower()
+    assert answer.text.startswith(NOTHING_FOUND) and len(answer.scores) == 0
+    context = cache.context if default.config.presence_mask_head else None
+    presence = class_presence(default.probe, cache.features, context)[0]
+    assert presence[_index("battery")] < default.config.presence_threshold
+    monkeypatch.setattr(segmenter, "ABSENT_MARGIN", 1e9)
+    answer = default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert len(answer.scores) == 1 and "knowledge_check" not in answer.extras

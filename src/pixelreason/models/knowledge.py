@@ -25,21 +25,41 @@ where
 
 The answer is then decoded again with every other class's names banned, and kept where it
 grounds the stated class.
+
+The same check finds objects the image lacks. Asked "What here stores electricity?" of an
+image without a battery, the default grounds whatever it sees most ("the yellow key"), but its
+statement, with no class banned, is "A battery stores electricity." Where the statement from
+the image's classes (above) does not agree with the answer, a second one is decoded with no
+class banned; where that one names a class the probe does not find, restates the query and is
+likelier with its class than with the answer's by `ABSENT_MARGIN` nats, and no change to a
+class of the image was chosen, the answer says that the image does not show it. The margin is
+larger than `MARGIN`: several classes share a fact ("peeled before eating": the banana and the
+orange), and the LLM has a favourite holder of each; the answer's own class is then a good one
+the LLM merely likes less, and its statement from the image's classes mostly agrees.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from pixelreason.models.presence import _mentions, _spellings
+from pixelreason.models.backbone import Generation
+from pixelreason.models.presence import (
+    _mentions,
+    _spellings,
+    ban_list,
+    named_classes,
+)
 
 #: Share of a statement's words after its class name that must be words of the query.
 RESTATED = 0.5
 #: Nats by which the statement must be likelier with its own class than with the answer's.
 MARGIN = 2.0
+#: Nats by which a statement naming a class the image does not show must be likelier with it
+#: than with the answer's class for the answer to say that the image does not show it.
+ABSENT_MARGIN = 6.0
 #: Most tokens of a statement after its first words: a fact takes about ten.
 STATEMENT_TOKENS = 16
 #: Words left out when comparing a statement with the query.
@@ -76,3 +96,90 @@ def first_tokens(
     """The first token of each name of `classes`, in running text and at a sentence's start:
     a statement whose first word after its start is one of them names one of those classes."""
     return {ids[0] for k in classes for name in labels[k] for ids in _spellings(tokenizer, name)}
+
+
+class Statements:
+    """The LLM's statements about each row's query in one `answer_batch` call, each decoded at
+    most once: they depend on the prompt and the image, not on the answer, so the knowledge
+    check and the absence check after the presence check share them.
+
+    A *bound* statement has the target token and the classes the probe does not find banned
+    (it names an object of this image); a *free* one has the target token alone banned.
+
+    Args:
+        generate: `answer_batch`'s decoder of rows (`banned`, `prefix`, `max_new_tokens`).
+        tokenizer: the model's tokenizer.
+        labels: the probe's class names.
+        start: the statements' first words (`ModelConfig.knowledge_start`).
+        target_id: the target token.
+        present: per row, which classes the probe finds.
+    """
+
+    def __init__(
+        self,
+        generate: Callable[..., list[Generation]],
+        tokenizer: PreTrainedTokenizerBase,
+        labels: Sequence[Sequence[str]],
+        start: str,
+        target_id: int,
+        present: Sequence[Sequence[bool]],
+    ) -> None:
+        self._generate = generate
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.start = start
+        self.start_ids = tokenizer.encode(start, add_special_tokens=False)
+        self.target_id = target_id
+        self.present = present
+        self._firsts: dict[int, int] = {}
+        self._texts: dict[tuple[int, bool], str] = {}
+
+    def bans(self, row: int, bound: bool) -> list[list[int]]:
+        """The sequences a bound or free statement of `row` may not contain."""
+        if not bound:
+            return [[self.target_id]]
+        found = [i for i, shown in enumerate(self.present[row]) if shown]
+        missing = [i for i, shown in enumerate(self.present[row]) if not shown]
+        return [[self.target_id], *ban_list(self.tokenizer, self.labels, missing, found)]
+
+    def disagreeing(self, rows: Sequence[int], answers: Sequence[str]) -> list[int]:
+        """The `rows` whose bound statement does not go on from its start with a name of a
+        class its answer (`answers`, by row) names, nor end there: one token each, decoded in
+        one batch where not known yet."""
+        todo = [row for row in rows if row not in self._firsts]
+        if todo:
+            peeks = self._generate(
+                todo,
+                banned=[self.bans(row, True) for row in todo],
+                prefix=[self.start_ids] * len(todo),
+                max_new_tokens=1,
+            )
+            for row, peek in zip(todo, peeks, strict=True):
+                self._firsts[row] = int(peek.token_ids[len(self.start_ids)])
+        out = []
+        for row in rows:
+            named = named_classes(answers[row], self.labels)
+            agreeing = first_tokens(self.tokenizer, self.labels, named)
+            if self._firsts[row] not in agreeing | {self.tokenizer.eos_token_id}:
+                out.append(row)
+        return out
+
+    def texts(self, rows: Sequence[int], kinds: Sequence[bool]) -> dict[tuple[int, bool], str]:
+        """The statements of `rows` by (row, bound), for each bound flag in `kinds`, decoded
+        in one batch where not known yet: bound ones go on from their first token (call
+        `disagreeing` for the rows first), free ones start again from the start's words."""
+        todo = [(row, bound) for row in rows for bound in kinds if (row, bound) not in self._texts]
+        if todo:
+            said = self._generate(
+                [row for row, _ in todo],
+                banned=[self.bans(row, bound) for row, bound in todo],
+                prefix=[
+                    self.start_ids + [self._firsts[row]] if bound else self.start_ids
+                    for row, bound in todo
+                ],
+                max_new_tokens=STATEMENT_TOKENS,
+            )
+            for key, generation in zip(todo, said, strict=True):
+                text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+                self._texts[key] = text.strip()
+        return {(row, bound): self._texts[(row, bound)] for row in rows for bound in kinds}

@@ -35,10 +35,10 @@ from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import split_duplicates
 from pixelreason.models.knowledge import (
+    ABSENT_MARGIN,
     MARGIN,
     RESTATED,
-    STATEMENT_TOKENS,
-    first_tokens,
+    Statements,
     restated_share,
     stated_class,
 )
@@ -728,8 +728,8 @@ class PixelReasonModel(nn.Module):
 
         checked: set[int] = set()
         if self.probe is not None and self.config.probe_labels:
+            queries = [turns[-1].user for turns in turns_list]
             if request > 0:
-                queries = [turns[-1].user for turns in turns_list]
                 checked = self._check_request(
                     caches,
                     queries,
@@ -741,18 +741,21 @@ class PixelReasonModel(nn.Module):
                     embeds,
                     attention,
                 )
-            if knowledge and presence > 0:
-                self._check_knowledge(
-                    caches,
-                    [turns[-1].user for turns in turns_list],
-                    answers,
-                    generations,
-                    (knowledge, presence, probed),
+            target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+            statements = None
+            # targets written as text (SAM4MLLM): no one token marks them, no statements
+            if knowledge and presence > 0 and target_id is not None:
+                statements = Statements(
                     generate,
-                    embeds,
-                    attention,
-                    checked,
+                    self.preprocessor.tokenizer,
+                    self.config.probe_labels,
+                    knowledge,
+                    target_id,
+                    [[score >= presence for score in row] for row in probed("probe")],
                 )
+            knowing = (caches, queries, answers, generations, statements, generate)
+            if statements is not None:
+                self._check_knowledge(*knowing, embeds, attention, checked)
             if presence > 0:
                 self._check_presence(
                     caches,
@@ -762,6 +765,8 @@ class PixelReasonModel(nn.Module):
                     generate,
                     checked,
                 )
+            if statements is not None:
+                self._check_absence(*knowing, embeds, attention, checked)
         if colour > 0:
             self._check_colour(
                 caches, answers, generations, (colour, probed), embeds, attention, checked
@@ -831,12 +836,7 @@ class PixelReasonModel(nn.Module):
             else [i for i, g in enumerate(redone) if target_id not in g.token_ids]
         )
         if empty:
-            prefix = self.preprocessor.tokenizer.encode(NOTHING_FOUND, add_special_tokens=False)
-            said = generate(
-                [rows[i] for i in empty],
-                banned=[[[target_id]]] * len(empty),
-                prefix=[prefix] * len(empty),
-            )
+            said = self._say_nothing_found([rows[i] for i in empty], generate, target_id)
             for i, generation in zip(empty, said, strict=True):
                 redone[i] = generation
         for row, generation, (text, names) in zip(rows, redone, rejected, strict=True):
@@ -844,99 +844,153 @@ class PixelReasonModel(nn.Module):
             answer.extras["presence_check"] = {"rejected": text, "absent": names}
             answers[row], generations[row] = answer, generation
 
+    def _grounding_one(self, answers: Sequence[Answer], skip: set[int]) -> list[int]:
+        """The rows, not in `skip`, whose answer grounds one target and names a probe class."""
+        labels = self.config.probe_labels
+        return [
+            row
+            for row, answer in enumerate(answers)
+            if len(answer.scores) == 1 and row not in skip and named_classes(answer.text, labels)
+        ]
+
     def _check_knowledge(
         self,
         caches: Sequence[ImageCache],
         queries: Sequence[str],
         answers: list[Answer],
         generations: list[Generation],
-        check: tuple[str, float, Callable[[str], list[list[float]]]],
+        statements: Statements,
         generate: Callable[..., list[Generation]],
         embeds: torch.Tensor,
         attention: torch.Tensor,
         skip: set[int] = frozenset(),  # type: ignore[assignment]
     ) -> None:
         """The knowledge check (`pixelreason.models.knowledge`), in place, on the answers that
-        ground one target, but not the rows in `skip` (settled by the request check). `check`:
-        the statement's first words, the presence threshold and the probes' scores by name.
+        ground one target, but not the rows in `skip` (settled by the request check).
 
-        Each statement is decoded from those words with the target token and the classes the
-        probe does not find banned, one token first: one that goes on with a name of the
-        answer's own class agrees with it and ends there. Where a statement names a class the
-        answer does not ground, restates the query and is likelier for its class by `MARGIN`
-        nats than for the answer's first grounded class, the answer is decoded again with every
-        other class banned, and kept where it then grounds the stated class."""
+        Each answer's bound statement (`statements`) is decoded one token first: one that goes
+        on with a name of the answer's own class agrees with it and ends there. Where a
+        statement names a class the probe finds and the answer does not ground, restates the
+        query and is likelier for its class by `MARGIN` nats than for the answer's first
+        grounded class, the answer is decoded again with every other class banned, and kept
+        where it then grounds the stated class. The free statements of the rows that disagree
+        are decoded in the same batch, for `_check_absence`."""
         labels = self.config.probe_labels
-        tokenizer = self.preprocessor.tokenizer
-        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
-        if target_id is None:
-            return  # targets written as text (SAM4MLLM): no one token marks them
-        start, threshold, probed = check
-        presence = probed("probe")
-        rows = [
-            row
-            for row, answer in enumerate(answers)
-            if len(answer.scores) == 1 and row not in skip and named_classes(answer.text, labels)
-        ]
-        if not rows:
-            return
-        start_ids = tokenizer.encode(start, add_special_tokens=False)
-        banned = []
-        for row in rows:
-            found = [i for i, score in enumerate(presence[row]) if score >= threshold]
-            missing = [i for i, score in enumerate(presence[row]) if score < threshold]
-            banned.append([[target_id], *ban_list(tokenizer, labels, missing, found)])
-        firsts = generate(rows, banned=banned, prefix=[start_ids] * len(rows), max_new_tokens=1)
-        agreeing = [
-            first_tokens(tokenizer, labels, named_classes(answers[row].text, labels))
-            | {tokenizer.eos_token_id}
-            for row in rows
-        ]
-        going = [
-            i
-            for i, (first, agrees) in enumerate(zip(firsts, agreeing, strict=True))
-            if int(first.token_ids[len(start_ids)]) not in agrees
-        ]
+        rows = self._grounding_one(answers, skip)
+        going = statements.disagreeing(rows, [answer.text for answer in answers])
         if not going:
             return
-        rows = [rows[i] for i in going]
-        statements = generate(
-            rows,
-            banned=[banned[i] for i in going],
-            prefix=[firsts[i].token_ids.tolist() for i in going],
-            max_new_tokens=STATEMENT_TOKENS,
-        )
-        candidates = []  # (row, stated class, statement, the two statements to weigh)
-        for row, statement in zip(rows, statements, strict=True):
-            text = tokenizer.decode(statement.token_ids, skip_special_tokens=True)
-            stated = stated_class(text, labels)
+        said = statements.texts(going, (True, False))
+        candidates = []  # (row, stated class, statement, rest, answered class)
+        for row in going:
+            stated = stated_class(said[row, True], labels)
             if stated is None:
                 continue
             label, rest = stated
             answered = named_classes(answers[row].text, labels)
             if (
                 label in answered
-                or presence[row][label] < threshold
+                or not statements.present[row][label]
                 or restated_share(rest, queries[row], labels) < RESTATED
             ):
                 continue
-            rest = rest.rstrip()
-            weighed = [f"{start} {labels[k][0]}{rest}" for k in (label, answered[0])]
-            candidates.append((row, label, text.strip(), weighed))
-        if not candidates:
+            candidates.append((row, label, said[row, True], rest, answered[0]))
+        margins = self._statement_margins(embeds, attention, statements.start, candidates)
+        chosen = [c[:3] for c, margin in zip(candidates, margins, strict=True) if margin >= MARGIN]
+        if chosen:
+            self._follow_statements(caches, answers, generations, chosen, generate)
+
+    def _check_absence(
+        self,
+        caches: Sequence[ImageCache],
+        queries: Sequence[str],
+        answers: list[Answer],
+        generations: list[Generation],
+        statements: Statements,
+        generate: Callable[..., list[Generation]],
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        skip: set[int] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
+        """The knowledge check's second part (`pixelreason.models.knowledge`), in place, after
+        the presence check, on the answers that ground one target, but not the rows in `skip`:
+        where the bound statement does not agree with the answer and the free statement names
+        a class the probe does not find, restates the query and is likelier for its class by
+        `ABSENT_MARGIN` nats than for the answer's, the answer says in words that the image
+        does not show what was asked (`NOTHING_FOUND`)."""
+        labels = self.config.probe_labels
+        rows = self._grounding_one(answers, skip)
+        going = statements.disagreeing(rows, [answer.text for answer in answers])
+        if not going:
             return
-        texts = [weighed for *_, pair in candidates for weighed in pair]
-        rows_of = [row for row, *_ in candidates for _ in range(2)]
-        scores = self._continuation_logprobs(embeds, attention, rows_of, texts)
-        chosen = [
-            candidate
-            for index, candidate in enumerate(candidates)
-            if scores[2 * index] - scores[2 * index + 1] >= MARGIN
+        said = statements.texts(going, (False,))
+        candidates = []
+        for row in going:
+            stated = stated_class(said[row, False], labels)
+            if stated is None:
+                continue
+            label, rest = stated
+            answered = named_classes(answers[row].text, labels)
+            if (
+                label in answered
+                or statements.present[row][label]
+                or restated_share(rest, queries[row], labels) < RESTATED
+            ):
+                continue
+            candidates.append((row, label, said[row, False], rest, answered[0]))
+        margins = self._statement_margins(embeds, attention, statements.start, candidates)
+        refused = [
+            c for c, margin in zip(candidates, margins, strict=True) if margin >= ABSENT_MARGIN
         ]
-        if not chosen:
+        if not refused:
             return
+        rows = [row for row, *_ in refused]
+        target_id = statements.target_id
+        for (row, label, statement, _, _), generation in zip(
+            refused, self._say_nothing_found(rows, generate, target_id), strict=True
+        ):
+            answer = self._masks_for(caches[row], generation)
+            answer.extras["knowledge_check"] = {
+                "rejected": answers[row].text,
+                "statement": statement,
+                "absent": labels[label][0],
+            }
+            answers[row], generations[row] = answer, generation
+
+    def _statement_margins(
+        self,
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        start: str,
+        candidates: Sequence[tuple[int, int, str, str, int]],
+    ) -> list[float]:
+        """For each (row, stated class, statement, rest, answered class): by how many nats the
+        LLM finds "{start} {stated}{rest}" likelier than "{start} {answered}{rest}" after the
+        row's prompt, all in one teacher-forced pass."""
+        if not candidates:
+            return []
+        labels = self.config.probe_labels
+        texts, rows = [], []
+        for row, stated, _, rest, answered in candidates:
+            texts += [f"{start} {labels[k][0]}{rest.rstrip()}" for k in (stated, answered)]
+            rows += [row, row]
+        scores = self._continuation_logprobs(embeds, attention, rows, texts)
+        return [scores[i] - scores[i + 1] for i in range(0, len(scores), 2)]
+
+    def _follow_statements(
+        self,
+        caches: Sequence[ImageCache],
+        answers: list[Answer],
+        generations: list[Generation],
+        chosen: Sequence[tuple[int, int, str]],
+        generate: Callable[..., list[Generation]],
+    ) -> None:
+        """Decode again, in place, each (row, stated class, statement) of `chosen` with every
+        other class banned; kept where it then grounds the stated class."""
+        labels = self.config.probe_labels
+        tokenizer = self.preprocessor.tokenizer
         bans, kept, named = [], [], []
-        for row, label, _, _ in chosen:
+        for row, label, _ in chosen:
             others = [i for i in range(len(labels)) if i != label]
             bans.append(ban_list(tokenizer, labels, others, [label]))
             before = written_before(generations[row].token_ids.tolist(), bans[-1])
@@ -957,7 +1011,7 @@ class PixelReasonModel(nn.Module):
             )
             for i, generation in zip(again, forced, strict=True):
                 redone[i], new[i] = generation, self._masks_for(caches[rows[i]], generation)
-        for (row, label, statement, _), generation, answer in zip(chosen, redone, new, strict=True):
+        for (row, label, statement), generation, answer in zip(chosen, redone, new, strict=True):
             if label not in named_classes(answer.text, labels):
                 continue
             answer.extras["knowledge_check"] = {
@@ -965,6 +1019,15 @@ class PixelReasonModel(nn.Module):
                 "statement": statement,
             }
             answers[row], generations[row] = answer, generation
+
+    def _say_nothing_found(
+        self, rows: Sequence[int], generate: Callable[..., list[Generation]], target_id: int
+    ) -> list[Generation]:
+        """The rows' answers that say in words that the image does not show what was asked:
+        `NOTHING_FOUND`, given to the LLM to write, then its own words, the target token
+        banned."""
+        prefix = self.preprocessor.tokenizer.encode(NOTHING_FOUND, add_special_tokens=False)
+        return generate(rows, banned=[[[target_id]]] * len(rows), prefix=[prefix] * len(rows))
 
     def _continuation_logprobs(
         self,
