@@ -875,26 +875,12 @@ class PixelReasonModel(nn.Module):
         grounded class, the answer is decoded again with every other class banned, and kept
         where it then grounds the stated class. The free statements of the rows that disagree
         are decoded in the same batch, for `_check_absence`."""
-        labels = self.config.probe_labels
         rows = self._grounding_one(answers, skip)
         going = statements.disagreeing(rows, [answer.text for answer in answers])
         if not going:
             return
-        said = statements.texts(going, (True, False))
-        candidates = []  # (row, stated class, statement, rest, answered class)
-        for row in going:
-            stated = stated_class(said[row, True], labels)
-            if stated is None:
-                continue
-            label, rest = stated
-            answered = named_classes(answers[row].text, labels)
-            if (
-                label in answered
-                or not statements.present[row][label]
-                or restated_share(rest, queries[row], labels) < RESTATED
-            ):
-                continue
-            candidates.append((row, label, said[row, True], rest, answered[0]))
+        statements.texts(going, (True, False))  # both in one batch: the free ones for later
+        candidates = self._statement_candidates(statements, going, queries, answers, True)
         margins = self._statement_margins(embeds, attention, statements.start, candidates)
         chosen = [c[:3] for c, margin in zip(candidates, margins, strict=True) if margin >= MARGIN]
         if chosen:
@@ -923,21 +909,7 @@ class PixelReasonModel(nn.Module):
         going = statements.disagreeing(rows, [answer.text for answer in answers])
         if not going:
             return
-        said = statements.texts(going, (False,))
-        candidates = []
-        for row in going:
-            stated = stated_class(said[row, False], labels)
-            if stated is None:
-                continue
-            label, rest = stated
-            answered = named_classes(answers[row].text, labels)
-            if (
-                label in answered
-                or statements.present[row][label]
-                or restated_share(rest, queries[row], labels) < RESTATED
-            ):
-                continue
-            candidates.append((row, label, said[row, False], rest, answered[0]))
+        candidates = self._statement_candidates(statements, going, queries, answers, False)
         margins = self._statement_margins(embeds, attention, statements.start, candidates)
         refused = [
             c for c, margin in zip(candidates, margins, strict=True) if margin >= ABSENT_MARGIN
@@ -956,6 +928,35 @@ class PixelReasonModel(nn.Module):
                 "absent": labels[label][0],
             }
             answers[row], generations[row] = answer, generation
+
+    def _statement_candidates(
+        self,
+        statements: Statements,
+        rows: Sequence[int],
+        queries: Sequence[str],
+        answers: Sequence[Answer],
+        bound: bool,
+    ) -> list[tuple[int, int, str, str, int]]:
+        """(row, stated class, statement, rest, answered class) for each of `rows` whose bound
+        (or free) statement names a class its answer does not name, that the probe finds (or
+        does not find), and restates the row's query (`restated_share`)."""
+        labels = self.config.probe_labels
+        said = statements.texts(rows, (bound,))
+        candidates = []
+        for row in rows:
+            stated = stated_class(said[row, bound], labels)
+            if stated is None:
+                continue
+            label, rest = stated
+            answered = named_classes(answers[row].text, labels)
+            if (
+                label in answered
+                or statements.present[row][label] != bound
+                or restated_share(rest, queries[row], labels) < RESTATED
+            ):
+                continue
+            candidates.append((row, label, said[row, bound], rest, answered[0]))
+        return candidates
 
     def _statement_margins(
         self,
