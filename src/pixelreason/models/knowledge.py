@@ -101,7 +101,7 @@ def first_tokens(
 class Statements:
     """The LLM's statements about each row's query in one `answer_batch` call, each decoded at
     most once: they depend on the prompt and the image, not on the answer, so the knowledge
-    check and the absence check after the presence check share them.
+    check's two parts, before and after the presence check, share them.
 
     A *bound* statement has the target token and the classes the probe does not find banned
     (it names an object of this image); a *free* one has the target token alone banned.

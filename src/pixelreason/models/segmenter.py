@@ -766,7 +766,7 @@ class PixelReasonModel(nn.Module):
                     checked,
                 )
             if statements is not None:
-                self._check_absence(*knowing, embeds, attention, checked)
+                self._check_knowledge(*knowing, embeds, attention, checked, absence=True)
         if colour > 0:
             self._check_colour(
                 caches, answers, generations, (colour, probed), embeds, attention, checked
@@ -864,6 +864,7 @@ class PixelReasonModel(nn.Module):
         embeds: torch.Tensor,
         attention: torch.Tensor,
         skip: set[int] = frozenset(),  # type: ignore[assignment]
+        absence: bool = False,
     ) -> None:
         """The knowledge check (`pixelreason.models.knowledge`), in place, on the answers that
         ground one target, but not the rows in `skip` (settled by the request check).
@@ -874,53 +875,31 @@ class PixelReasonModel(nn.Module):
         query and is likelier for its class by `MARGIN` nats than for the answer's first
         grounded class, the answer is decoded again with every other class banned, and kept
         where it then grounds the stated class. The free statements of the rows that disagree
-        are decoded in the same batch, for `_check_absence`."""
-        rows = self._grounding_one(answers, skip)
-        going = statements.disagreeing(rows, [answer.text for answer in answers])
-        if not going:
-            return
-        statements.texts(going, (True, False))  # both in one batch: the free ones for later
-        candidates = self._statement_candidates(statements, going, queries, answers, True)
-        margins = self._statement_margins(embeds, attention, statements.start, candidates)
-        chosen = [c[:3] for c, margin in zip(candidates, margins, strict=True) if margin >= MARGIN]
-        if chosen:
-            self._follow_statements(caches, answers, generations, chosen, generate)
+        are decoded in the same batch, for the second part.
 
-    def _check_absence(
-        self,
-        caches: Sequence[ImageCache],
-        queries: Sequence[str],
-        answers: list[Answer],
-        generations: list[Generation],
-        statements: Statements,
-        generate: Callable[..., list[Generation]],
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
-        skip: set[int] = frozenset(),  # type: ignore[assignment]
-    ) -> None:
-        """The knowledge check's second part (`pixelreason.models.knowledge`), in place, after
-        the presence check, on the answers that ground one target, but not the rows in `skip`:
-        where the bound statement does not agree with the answer and the free statement names
-        a class the probe does not find, restates the query and is likelier for its class by
-        `ABSENT_MARGIN` nats than for the answer's, the answer says in words that the image
-        does not show what was asked (`NOTHING_FOUND`)."""
-        labels = self.config.probe_labels
+        With `absence` (the second part, after the presence check): where the bound statement
+        does not agree with the answer and the free statement names a class the probe does not
+        find, restates the query and is likelier for its class by `ABSENT_MARGIN` nats than for
+        the answer's, the answer says in words that the image does not show what was asked
+        (`NOTHING_FOUND`)."""
         rows = self._grounding_one(answers, skip)
         going = statements.disagreeing(rows, [answer.text for answer in answers])
         if not going:
             return
-        candidates = self._statement_candidates(statements, going, queries, answers, False)
+        if not absence:
+            statements.texts(going, (True, False))  # both in one batch: the free ones for later
+        candidates = self._statement_candidates(statements, going, queries, answers, not absence)
         margins = self._statement_margins(embeds, attention, statements.start, candidates)
-        refused = [
-            c for c, margin in zip(candidates, margins, strict=True) if margin >= ABSENT_MARGIN
-        ]
-        if not refused:
+        least = ABSENT_MARGIN if absence else MARGIN
+        met = [c for c, margin in zip(candidates, margins, strict=True) if margin >= least]
+        if not met:
             return
-        rows = [row for row, *_ in refused]
-        target_id = statements.target_id
-        for (row, label, statement, _, _), generation in zip(
-            refused, self._say_nothing_found(rows, generate, target_id), strict=True
-        ):
+        if not absence:
+            self._follow_statements(caches, answers, generations, [c[:3] for c in met], generate)
+            return
+        labels = self.config.probe_labels
+        said = self._say_nothing_found([row for row, *_ in met], generate, statements.target_id)
+        for (row, label, statement, _, _), generation in zip(met, said, strict=True):
             answer = self._masks_for(caches[row], generation)
             answer.extras["knowledge_check"] = {
                 "rejected": answers[row].text,
