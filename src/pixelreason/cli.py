@@ -250,7 +250,8 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         help="knowledge check (models with a probe): the LLM states, from these first words of "
         "a text answer, what the query asks about ('A lemon tastes very sour.'), and an answer "
         "grounding another object is decoded again for the stated one where the statement "
-        "restates the query; '' turns it off (default: the model's setting, ' A' for the "
+        "restates the query, and one that the LLM states a missing object for says that the "
+        "image does not show it; '' turns it off (default: the model's setting, ' A' for the "
         "bundled default)",
     )
     parser.add_argument(

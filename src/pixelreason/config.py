@@ -86,7 +86,9 @@ class ModelConfig:
     #: probe): the words a text answer starts with in the model's training data (" A" for
     #: ReasonWorld's "A lemon tastes very sour."). The LLM states from them what the query asks
     #: about, and an answer grounding another class is decoded again for the stated one, where
-    #: the statement restates the query and the LLM finds it clearly likelier for its class.
+    #: the statement restates the query and the LLM finds it clearly likelier for its class;
+    #: after the presence check, an answer that the LLM's statement with no class banned
+    #: contradicts with a class the probe does not find says that the image does not show it.
     knowledge_start: str = ""
     #: The instance split at inference (`pixelreason.models.instances`; 0: off): masks of one
     #: answer that repeat each other (IoU >= this) each take one region of their union, where
