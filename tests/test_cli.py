@@ -123,6 +123,12 @@ def test_bad_model_paths(example_png: Path, tmp_path: Path, capsys) -> None:
         ["segment", str(example_png), "q", "--model", "random:tiny", "--instance-overlap", "5"],
         capsys,
     )
+    for question in ("Where are they?", "Where are the {plural} {x}?", "{"):
+        assert "--instance-question takes a question with {plural}" in _bad(
+            ["segment", str(example_png), "q", "--model", "random:tiny"]
+            + ["--instance-question", question],
+            capsys,
+        )
 
 
 def test_usage_errors_exit_2(capsys) -> None:

@@ -1,4 +1,5 @@
-"""The instance split: repeated masks of one answer become one instance each."""
+"""The instance split and the instance question: the masks of an answer that grounds one class
+several times become one instance each."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import numpy as np
 import torch
 
 from pixelreason.data.world.samples import generate_sample
-from pixelreason.models.instances import OUTSIDE_LOGIT, duplicate_groups, split_duplicates
+from pixelreason.models.instances import (
+    OUTSIDE_LOGIT,
+    duplicate_groups,
+    instance_question,
+    repeated_classes,
+    split_duplicates,
+    take_regions,
+    target_classes,
+)
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 
@@ -79,9 +88,9 @@ def test_bundled_default_gives_each_cheese_wedge_its_own_mask():
     sample = generate_sample(0, "test", 568)  # "everything that is made from milk"
     cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
     turns = [[Turn(sample.texts[0])]]
-    free = model.answer_batch([cache], turns)[0]
+    free = model.answer_batch([cache], turns, instance_question="")[0]  # the split alone
     model.config.instance_overlap = 0.0
-    kept = model.answer_batch([cache], turns)[0]
+    kept = model.answer_batch([cache], turns, instance_question="")[0]
     text = "Here they are: the cheese wedge <SEG> and the cheese wedge <SEG>."
     assert free.text == kept.text == text and "instance_split" in free.extras
     assert len(sample.target_masks) == 3  # the third wedge is missed either way
@@ -95,3 +104,75 @@ def test_bundled_default_gives_each_cheese_wedge_its_own_mask():
     assert ious(kept.mask_logits).max() < 0.6  # each mask holds both wedges
     matched = ious(free.mask_logits)[:, :2]
     assert min(matched.max(axis=0)) > 0.7 and min(matched.max(axis=1)) > 0.7  # one each
+
+
+LABELS = [["orange", "oranges"], ["cat", "cats"], ["potted plant", "potted plants"], ["plant"]]
+
+
+def test_target_classes_name_the_class_right_before_each_target():
+    text = "They are the striped orange cat <SEG>, the orange <SEG> and the Orange <SEG>."
+    assert target_classes(text, LABELS) == [1, 0, 0]
+    assert repeated_classes(text, LABELS) == {0: [1, 2]}
+    assert target_classes("Sure, it is <SEG>.", LABELS) == [None]
+    assert target_classes("the potted plant <SEG> and a plant <SEG>", LABELS) == [2, 3]
+    assert repeated_classes("the potted plant <SEG> and a plant <SEG>", LABELS) == {}
+    assert target_classes("There is no orange in this image.", LABELS) == []
+    question = instance_question("Where are the {plural}?", LABELS[2])
+    assert question == "Where are the potted plants?"
+    assert instance_question("Segment every {name}.", LABELS[3]) == "Segment every plant."
+
+
+def test_take_regions_gives_each_mask_one_instance():
+    one = _blobs(A)
+    logits = _logits(one, one)  # both masks on the same instance: nothing to split
+    logits[1, 2:10, 2:10] = 5.0  # the second is surer of it
+    found = _logits(_blobs(A, B), strength=4.0)[0]
+    out, regions = take_regions(logits, [0, 1], found)
+    masks = (out > 0).numpy()
+    assert regions == (100, 64)
+    assert np.array_equal(masks[1], _blobs(A)) and np.array_equal(masks[0], _blobs(B))
+    assert out[0, 25, 25] == 4.0 and out[0, 5, 5] <= OUTSIDE_LOGIT
+    assert torch.equal(logits[0], _logits(one)[0])  # the input is not changed
+    # three instances for two masks: the third goes to the mask surer of it; specks are
+    # dropped; a mask outside the group is left alone
+    other = _blobs((12, 0, 16, 4))
+    logits = torch.cat([_logits(one, one), _logits(other)])
+    logits[0, 0:2, 20:24] = 2.0
+    found = _logits(_blobs(A, B, (0, 20, 8, 28), (31, 31, 32, 32)))[0]
+    out, regions = take_regions(logits, [0, 1], found)
+    assert regions == (100, 64, 64)
+    masks = (out > 0).numpy()
+    assert np.array_equal(masks[1], _blobs(A))  # the surer of A keeps it
+    assert np.array_equal(masks[0], _blobs(B, (0, 20, 8, 28)))
+    assert not masks[:2, 31, 31].any()
+    assert torch.equal(out[2], logits[2])
+    # the instance question found nothing: unchanged
+    out, regions = take_regions(logits, [0, 1], torch.full((32, 32), -3.0))
+    assert out is logits and regions == ()
+
+
+def test_bundled_default_asks_for_the_socks_it_grounds_twice():
+    model, _ = load_model("default")
+    assert model.config.instance_question == "Where are the {plural}?"
+    sample = generate_sample(1, "test", 30, kind="multi")  # "Highlight each of the socks."
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    turns = [[Turn(sample.texts[0])]]
+    asked = model.answer_batch([cache], turns)[0]
+    alone = model.answer_batch([cache], turns, instance_question="")[0]
+    text = "Here they are: the red sock <SEG> and the red sock <SEG>."
+    assert asked.text == alone.text == text
+    assert [extra["question"] for extra in asked.extras["instance_question"]] == [
+        "Where are the socks?"
+    ]
+    assert "instance_question" not in alone.extras
+    assert sorted(sample.target_names) == ["purple sock", "red sock"]
+
+    def ious(logits: torch.Tensor) -> np.ndarray:  # (mask, target)
+        masks = logits.numpy() > 0
+        return np.array(
+            [[(m & t).sum() / (m | t).sum() for t in sample.target_masks] for m in masks]
+        )
+
+    assert ious(alone.mask_logits).max(axis=0).min() < 0.1  # both masks on one sock
+    found = ious(asked.mask_logits)
+    assert found.max(axis=0).min() > 0.8 and found.max(axis=1).min() > 0.8  # one sock each

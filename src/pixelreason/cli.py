@@ -264,6 +264,15 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "region of their union; 0 turns it off (default: the model's setting, 0.5 unless "
         "its config says otherwise)",
     )
+    parser.add_argument(
+        "--instance-question",
+        default=None,
+        metavar="TEXT",
+        help="instance question (models with probe labels): an answer grounding one class "
+        "with several targets asks the model TEXT about the class ({plural}: its plural name) "
+        "and the targets take the regions of that mask, one instance each; '' turns it off "
+        "(default: the model's setting, 'Where are the {plural}?' for the bundled default)",
+    )
 
 
 def _set_checks(model: Any, args: argparse.Namespace) -> None:
@@ -283,6 +292,18 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         if len(args.knowledge_start) > 40:
             raise InputError("--knowledge-start takes a few words, at most 40 characters")
         model.config.knowledge_start = args.knowledge_start
+    if args.instance_question is not None:
+        question = args.instance_question
+        try:
+            filled = question.format(name="mug", plural="mugs")
+        except (KeyError, IndexError, ValueError):
+            filled = question  # other fields or stray braces
+        if len(question) > 200 or (question and (filled == question or "mugs" not in filled)):
+            raise InputError(
+                "--instance-question takes a question with {plural} in it "
+                "('Where are the {plural}?'), at most 200 characters, or '' for off"
+            )
+        model.config.instance_question = question
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

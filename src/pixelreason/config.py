@@ -95,6 +95,13 @@ class ModelConfig:
     #: the union falls apart into separate regions. 0.5 (the same on 0.3-0.5) raised every
     #: bundled model's multi-target score on ReasonWorld's val stream.
     instance_overlap: float = 0.5
+    #: The instance question at inference (`pixelreason.models.instances`; "": off; needs
+    #: `probe_labels` for the classes' names): an answer that grounds one class with several
+    #: targets ("the orange <SEG> and the orange <SEG>") asks the model this question about
+    #: the class (`{plural}`: its plural name, `{name}`: its singular), the form its
+    #: semantic-segmentation training answered with one mask over every instance ("Where are
+    #: the {plural}?"), and the class's targets take that mask's regions, one instance each.
+    instance_question: str = ""
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
     vision_stem: str = "patch"

@@ -5,10 +5,18 @@ and, the two `<SEG>` states being nearly the same, decodes the same mask twice: 
 in each, or the same orange in both. Where such a group's union falls apart into separate
 regions, each mask of the group takes its own region (connected component, 8-neighbour), so
 the answer's targets are its instances. A group whose union is one region is left alone.
+
+Instance question: where both masks landed on one of the oranges, their union has one region
+and the split cannot help. Semantic-segmentation training (LISA's "Where are the oranges?",
+answered with one mask over every instance) taught the model what a class's instances are, so
+the model is asked that question about the class (`instance_question`), and the targets take
+the regions of its mask instead (`take_regions`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +24,12 @@ import torch
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from pixelreason.tokens import SEG_TOKEN
+
 #: Logit given to a split mask outside its own region (sigmoid(-8) ~ 3e-4).
 OUTSIDE_LOGIT = -8.0
+#: Regions of a mask smaller than this share of its largest are specks, not instances.
+MIN_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -104,3 +116,81 @@ def split_duplicates(
             out[index] = torch.where(stacked[mine].any(dim=0), top, outside)
         splits.append(Split(masks=tuple(group), regions=tuple(sizes)))
     return out, splits
+
+
+def target_classes(text: str, labels: Sequence[Sequence[str]]) -> list[int | None]:
+    """For each target marker of an answer, in order, the index into `labels` of the class
+    named right before it ("the striped orange cat <SEG>": the cat; the longest name that ends
+    there), or None ("Sure, it is <SEG>."). `text` as `Answer.text` shows it."""
+    names = sorted(
+        ((name.lower(), index) for index, spellings in enumerate(labels) for name in spellings),
+        key=lambda pair: -len(pair[0]),
+    )
+    found: list[int | None] = []
+    for before in text.lower().split(SEG_TOKEN.lower())[:-1]:
+        before = before.rstrip()
+        found.append(
+            next((i for name, i in names if re.search(rf"\b{re.escape(name)}$", before)), None)
+        )
+    return found
+
+
+def repeated_classes(text: str, labels: Sequence[Sequence[str]]) -> dict[int, list[int]]:
+    """Classes an answer grounds with two or more targets ("the orange <SEG> and the orange
+    <SEG>"), each with its targets' positions, in order."""
+    groups: dict[int, list[int]] = {}
+    for position, index in enumerate(target_classes(text, labels)):
+        if index is not None:
+            groups.setdefault(index, []).append(position)
+    return {index: group for index, group in groups.items() if len(group) > 1}
+
+
+def instance_question(template: str, names: Sequence[str]) -> str:
+    """The question about a class's instances: `template` with `{plural}` (the class's last
+    name, its plural) and `{name}` (its first) filled in."""
+    return template.format(name=names[0], plural=names[-1])
+
+
+def take_regions(
+    logits: torch.Tensor, group: Sequence[int], found: torch.Tensor, min_share: float = MIN_SHARE
+) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Give the masks of `group` the regions of another mask of the same class's instances.
+
+    `found` (H, W) holds the logits of that mask (the answer to the instance question). Its
+    regions of at least `min_share` of its largest are matched one to one to the group's
+    masks (the largest total of the masks' mean logits over them); any other such region goes
+    to the mask whose logits are highest there, and a mask left over (more masks than
+    regions) keeps its own. Inside its regions a mask takes `found`'s logits, outside them at
+    most `OUTSIDE_LOGIT`.
+
+    Args:
+        logits: (n, H, W) mask logits of one answer.
+        group: the masks (indices into `logits`) that ground the class.
+        found: (H, W) logits of the class's instances, at the same size.
+        min_share: smaller regions are specks and are dropped.
+
+    Returns:
+        the new logits (a copy where anything changed) and the kept regions' pixel counts,
+        largest first (empty where `found` has no pixel and nothing changed).
+    """
+    regions = regions_of((found > 0).cpu().numpy())
+    if not regions:
+        return logits, ()
+    sizes = [int(region.sum()) for region in regions]
+    kept = [r for r, size in enumerate(sizes) if size >= min_share * sizes[0]]
+    stacked = torch.as_tensor(np.stack([regions[r] for r in kept]), device=logits.device)
+    own = logits[list(group)].float()  # (k, H, W)
+    mass = (own[:, None] * stacked[None]).sum(dim=(2, 3)) / stacked.sum(dim=(1, 2))
+    matched = linear_sum_assignment(mass.cpu().numpy(), maximize=True)
+    owner = {int(r): group[int(m)] for m, r in zip(*matched, strict=True)}
+    for r in range(len(kept)):
+        if r not in owner:  # to the mask most sure of it
+            owner[r] = group[int(mass[:, r].argmax())]
+    out = logits.clone()
+    found = found.to(device=logits.device, dtype=logits.dtype)
+    for index in group:
+        mine = [r for r, m in owner.items() if m == index]
+        if mine:  # else more masks than regions: keeps its own
+            inside = stacked[mine].any(dim=0)
+            out[index] = torch.where(inside, found, torch.clamp(logits[index], max=OUTSIDE_LOGIT))
+    return out, tuple(sizes[r] for r in kept)

@@ -33,7 +33,12 @@ from pixelreason.models.backbone import (
 )
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
-from pixelreason.models.instances import split_duplicates
+from pixelreason.models.instances import (
+    instance_question,
+    repeated_classes,
+    split_duplicates,
+    take_regions,
+)
 from pixelreason.models.knowledge import (
     ABSENT_MARGIN,
     MARGIN,
@@ -632,6 +637,7 @@ class PixelReasonModel(nn.Module):
         colour_threshold: float | None = None,
         request_threshold: float | None = None,
         knowledge_start: str | None = None,
+        instance_question: str | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
 
@@ -771,7 +777,62 @@ class PixelReasonModel(nn.Module):
             self._check_colour(
                 caches, answers, generations, (colour, probed), embeds, attention, checked
             )
+        question = self.config.instance_question if instance_question is None else instance_question
+        if question and self.config.probe_labels:
+            settings = {
+                "max_new_tokens": max_new_tokens,
+                "presence_threshold": presence,
+                "colour_threshold": colour,
+                "request_threshold": request,
+                "knowledge_start": knowledge,
+            }
+            self._ask_instances(caches, answers, question, settings)
         return self.head.follow_up(self, caches, turns_list, answers)
+
+    def _ask_instances(
+        self,
+        caches: Sequence[ImageCache],
+        answers: list[Answer],
+        question: str,
+        settings: dict[str, Any],
+    ) -> None:
+        """The instance question, in place: for each class an answer grounds with two or more
+        targets, the model is asked `question` about it ("Where are the oranges?", one
+        `answer_batch` call for all of them, with the same checks), and where the answer
+        grounds something, the class's targets take the regions of its masks' union
+        (`take_regions`), so that each target is one instance and none is missed."""
+        labels = self.config.probe_labels
+        asks = [
+            (row, index, group)
+            for row, answer in enumerate(answers)
+            if len(answer.scores) > 1
+            for index, group in repeated_classes(answer.text, labels).items()
+        ]
+        if not asks:
+            return
+        texts = [instance_question(question, labels[index]) for _, index, _ in asks]
+        replies = self.answer_batch(
+            [caches[row] for row, _, _ in asks],
+            [[Turn(text)] for text in texts],
+            instance_question="",
+            **settings,
+        )
+        for (row, index, group), text, reply in zip(asks, texts, replies, strict=True):
+            if not len(reply.scores):
+                continue  # the model finds none: the targets stay as they are
+            answer = answers[row]
+            found = reply.mask_logits.max(dim=0).values
+            logits, regions = take_regions(answer.mask_logits, group, found)
+            answer.mask_logits = logits
+            answer.extras.setdefault("instance_question", []).append(
+                {
+                    "class": labels[index][0],
+                    "question": text,
+                    "answer": reply.text,
+                    "masks": group,
+                    "region_pixels": regions,
+                }
+            )
 
     def _image_prefix(self, prompts: Sequence[torch.Tensor]) -> int:
         """How many first positions of the prompts depend on their images alone, so that the
