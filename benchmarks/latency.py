@@ -56,6 +56,17 @@ def main() -> None:
         "`knowledge_start`), interleaved",
     )
     parser.add_argument(
+        "--compare-instances",
+        action="store_true",
+        help="time each query with the instance question off and on (the model's "
+        "`instance_question`), interleaved",
+    )
+    parser.add_argument(
+        "--instance-question",
+        default=None,
+        help="override the model's instance question ('': off; default: the model's setting)",
+    )
+    parser.add_argument(
         "--knowledge-start",
         default=None,
         help="override the model's knowledge check ('': off; default: the model's setting)",
@@ -82,7 +93,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_pretrained(args.model)
-    for check in ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start"):
+    checks = ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start")
+    for check in (*checks, "instance_question"):
         if getattr(args, check) is not None:
             setattr(segmenter.model.config, check, getattr(args, check))
     if args.world:
@@ -107,6 +119,14 @@ def main() -> None:
             model.config.knowledge_start = start if on else ""
 
         compare(segmenter, cases, "knowledge check", knowledge)
+        return
+    if args.compare_instances:
+        question = model.config.instance_question
+
+        def instances(on: bool) -> None:
+            model.config.instance_question = question if on else ""
+
+        compare(segmenter, cases, "instance question", instances)
         return
     cold, cached, tokens, redecoded = [], [], [], 0
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):

@@ -4,6 +4,7 @@ several times become one instance each."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pixelreason.data.world.samples import generate_sample
@@ -165,6 +166,9 @@ def test_bundled_default_asks_for_the_socks_it_grounds_twice():
         "Where are the socks?"
     ]
     assert "instance_question" not in alone.extras
+    assert asked.extras["instance_question"][0]["answer"].startswith("It is <SEG>.")  # given
+    with pytest.raises(ValueError, match="answer starts"):
+        model.answer_batch([cache], turns, starts=["It is", "It is"])
     assert sorted(sample.target_names) == ["purple sock", "red sock"]
 
     def ious(logits: torch.Tensor) -> np.ndarray:  # (mask, target)

@@ -155,6 +155,9 @@ class ImageCache:
 
 #: `Answer.extras` keys of the inference checks, in the order they run.
 CHECK_KEYS = ("request_check", "knowledge_check", "presence_check", "colour_check")
+#: The answer the instance question is given: one of the semantic-segmentation answers the model
+#: was trained on (`pixelreason.data.templates.SEGMENT_ANSWERS`).
+INSTANCE_ANSWER = "It is <SEG>."
 
 
 @dataclass(frozen=True)
@@ -638,6 +641,7 @@ class PixelReasonModel(nn.Module):
         request_threshold: float | None = None,
         knowledge_start: str | None = None,
         instance_question: str | None = None,
+        starts: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
 
@@ -653,7 +657,10 @@ class PixelReasonModel(nn.Module):
         not refused where the probes find it; `knowledge_start` (default: the config's; ""
         off) the knowledge check (`pixelreason.models.knowledge`), after the request check: an
         answer grounding another class than the LLM's own statement about the query is decoded
-        again for the stated class.
+        again for the stated class; `instance_question` (default: the config's; "" off), last:
+        an answer grounding one class with several targets asks the model this question about
+        the class, and its targets take the regions of that mask. `starts`: per conversation,
+        words its answer starts with, written for the model (teacher-forced) before it goes on.
         """
         if len(caches) != len(turns_list):
             raise ValueError(f"{len(caches)} images for {len(turns_list)} conversations")
@@ -706,7 +713,10 @@ class PixelReasonModel(nn.Module):
                 **{**options, **more},
             )
 
-        generations = generate(range(len(caches)))
+        if starts is not None and len(starts) != len(caches):
+            raise ValueError(f"{len(starts)} answer starts for {len(caches)} conversations")
+        forced = [tokenizer.encode(start, add_special_tokens=False) for start in starts or []]
+        generations = generate(range(len(caches)), **({"prefix": forced} if forced else {}))
         answers = [
             self._masks_for(cache, generation)
             for cache, generation in zip(caches, generations, strict=True)
@@ -800,7 +810,9 @@ class PixelReasonModel(nn.Module):
         targets, the model is asked `question` about it ("Where are the oranges?", one
         `answer_batch` call for all of them, with the same checks), and where the answer
         grounds something, the class's targets take the regions of its masks' union
-        (`take_regions`), so that each target is one instance and none is missed."""
+        (`take_regions`), so that each target is one instance and none is missed. The answer
+        is given its start (`INSTANCE_ANSWER`, a semantic-segmentation answer), so that one
+        pass over question and answer reads it, not a decoding step per word."""
         labels = self.config.probe_labels
         asks = [
             (row, index, group)
@@ -815,6 +827,7 @@ class PixelReasonModel(nn.Module):
             [caches[row] for row, _, _ in asks],
             [[Turn(text)] for text in texts],
             instance_question="",
+            starts=[INSTANCE_ANSWER] * len(asks),
             **settings,
         )
         for (row, index, group), text, reply in zip(asks, texts, replies, strict=True):
