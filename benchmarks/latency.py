@@ -112,22 +112,13 @@ def main() -> None:
 
         compare(segmenter, cases, "reuse", reuse)
         return
-    if args.compare_knowledge:
-        start = model.config.knowledge_start
-
-        def knowledge(on: bool) -> None:
-            model.config.knowledge_start = start if on else ""
-
-        compare(segmenter, cases, "knowledge check", knowledge)
-        return
-    if args.compare_instances:
-        question = model.config.instance_question
-
-        def instances(on: bool) -> None:
-            model.config.instance_question = question if on else ""
-
-        compare(segmenter, cases, "instance question", instances)
-        return
+    for flag, setting, name in (
+        ("compare_knowledge", "knowledge_start", "knowledge check"),
+        ("compare_instances", "instance_question", "instance question"),
+    ):
+        if getattr(args, flag):
+            compare(segmenter, cases, name, _switch(model.config, setting))
+            return
     cold, cached, tokens, redecoded = [], [], [], 0
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
         start = time.perf_counter()
@@ -169,6 +160,16 @@ def main() -> None:
         extras = result.extras.get(key)
         state = f"{acted}; first {extras['rejected']!r}" if extras else idle
         print(f"{key.replace('_', ' ')} ({threshold}): {state}")
+
+
+def _switch(config: object, setting: str) -> Callable[[bool], None]:
+    """Turns a text setting of `config` off ("") and back on to its value."""
+    value = getattr(config, setting)
+
+    def switch(on: bool) -> None:
+        setattr(config, setting, value if on else "")
+
+    return switch
 
 
 def compare(segmenter: Segmenter, cases: list, name: str, switch: Callable[[bool], None]) -> None:
