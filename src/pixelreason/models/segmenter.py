@@ -788,7 +788,12 @@ class PixelReasonModel(nn.Module):
                 caches, answers, generations, (colour, probed), embeds, attention, checked
             )
         question = self.config.instance_question if instance_question is None else instance_question
-        if question and self.config.probe_labels:
+        # it needs the classes' names, and one token marking each target (not SAM4MLLM's text)
+        if (
+            question
+            and self.config.probe_labels
+            and SEG_TOKEN in getattr(self.head, "token_ids", {})
+        ):
             settings = {
                 "max_new_tokens": max_new_tokens,
                 "presence_threshold": presence,
@@ -819,6 +824,7 @@ class PixelReasonModel(nn.Module):
             for row, answer in enumerate(answers)
             if len(answer.scores) > 1
             for index, group in repeated_classes(answer.text, labels).items()
+            if group[-1] < len(answer.mask_logits)
         ]
         if not asks:
             return
