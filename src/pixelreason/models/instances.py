@@ -99,21 +99,9 @@ def split_duplicates(
         if major < 2:
             continue
         stacked = torch.as_tensor(np.stack(regions), device=logits.device)  # (R, H, W)
-        own = logits[group].float()  # (k, H, W)
-        mass = (own[:, None] * stacked[None]).sum(dim=(2, 3)) / stacked.sum(dim=(1, 2))
-        matched = linear_sum_assignment(mass[:, :major].cpu().numpy(), maximize=True)
-        owner = {int(r): group[int(m)] for m, r in zip(*matched, strict=True)}
-        for r in range(len(regions)):
-            if r not in owner:  # to the mask most sure of it
-                owner[r] = group[int(mass[:, r].argmax())]
         top = logits[group].max(dim=0).values
         out = logits.clone() if out is logits else out
-        for index in group:
-            mine = [r for r, m in owner.items() if m == index]
-            if not mine:  # more masks than regions: keeps the union
-                continue
-            outside = torch.clamp(logits[index], max=OUTSIDE_LOGIT)
-            out[index] = torch.where(stacked[mine].any(dim=0), top, outside)
+        _give_regions(out, logits, group, stacked, major, top)  # a mask left over keeps the union
         splits.append(Split(masks=tuple(group), regions=tuple(sizes)))
     return out, splits
 
@@ -179,18 +167,33 @@ def take_regions(
     sizes = [int(region.sum()) for region in regions]
     kept = [r for r, size in enumerate(sizes) if size >= min_share * sizes[0]]
     stacked = torch.as_tensor(np.stack([regions[r] for r in kept]), device=logits.device)
-    own = logits[list(group)].float()  # (k, H, W)
-    mass = (own[:, None] * stacked[None]).sum(dim=(2, 3)) / stacked.sum(dim=(1, 2))
-    matched = linear_sum_assignment(mass.cpu().numpy(), maximize=True)
-    owner = {int(r): group[int(m)] for m, r in zip(*matched, strict=True)}
-    for r in range(len(kept)):
-        if r not in owner:  # to the mask most sure of it
-            owner[r] = group[int(mass[:, r].argmax())]
     out = logits.clone()
     found = found.to(device=logits.device, dtype=logits.dtype)
+    _give_regions(out, logits, list(group), stacked, len(kept), found)  # a mask left: its own
+    return out, tuple(sizes[r] for r in kept)
+
+
+def _give_regions(
+    out: torch.Tensor,
+    logits: torch.Tensor,
+    group: list[int],
+    regions: torch.Tensor,
+    matched: int,
+    inside: torch.Tensor,
+) -> None:
+    """Share (R, H, W) bool `regions` out among the masks of `group`, in place in `out`: the
+    first `matched` one to one (the largest total of the masks' mean `logits` over them), any
+    other to the mask whose logits are highest there. A mask takes `inside` in its regions and
+    at most `OUTSIDE_LOGIT` outside them; a mask given none is left as `out` holds it."""
+    own = logits[group].float()  # (k, H, W)
+    mass = (own[:, None] * regions[None]).sum(dim=(2, 3)) / regions.sum(dim=(1, 2))
+    pairs = linear_sum_assignment(mass[:, :matched].cpu().numpy(), maximize=True)
+    owner = {int(r): group[int(m)] for m, r in zip(*pairs, strict=True)}
+    for r in range(len(regions)):
+        if r not in owner:  # to the mask most sure of it
+            owner[r] = group[int(mass[:, r].argmax())]
     for index in group:
         mine = [r for r, m in owner.items() if m == index]
-        if mine:  # else more masks than regions: keeps its own
-            inside = stacked[mine].any(dim=0)
-            out[index] = torch.where(inside, found, torch.clamp(logits[index], max=OUTSIDE_LOGIT))
-    return out, tuple(sizes[r] for r in kept)
+        if mine:
+            outside = torch.clamp(logits[index], max=OUTSIDE_LOGIT)
+            out[index] = torch.where(regions[mine].any(dim=0), inside, outside)
