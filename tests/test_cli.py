@@ -129,6 +129,10 @@ def test_bad_model_paths(example_png: Path, tmp_path: Path, capsys) -> None:
             + ["--instance-question", question],
             capsys,
         )
+    assert "--snap-scale must be between 0 and 100000" in _bad(
+        ["segment", str(example_png), "q", "--model", "random:tiny", "--snap-scale", "-3"],
+        capsys,
+    )
 
 
 def test_usage_errors_exit_2(capsys) -> None:

@@ -114,7 +114,7 @@ def check_query(model: PixelReasonModel, query: str) -> str:
 
 def encode_image(model: PixelReasonModel, image: Image.Image) -> ImageCache:
     """Run both vision encoders on an RGB image (see `pixelreason.imaging.load_image`)."""
-    return model.encode_image(model.preprocessor.prepare_image(image))
+    return model.encode_image(model.preprocessor.prepare_image(image), np.asarray(image))
 
 
 def answer_many(

@@ -273,6 +273,16 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "and the targets take the regions of that mask, one instance each; '' turns it off "
         "(default: the model's setting, 'Where are the {plural}?' for the bundled default)",
     )
+    parser.add_argument(
+        "--snap-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="region snap: the final masks follow the image's colour regions (Felzenszwalb's "
+        "graph segmentation at scale S; larger gives larger regions), for images whose objects "
+        "differ from their surroundings in colour; 0 turns it off (default: the model's "
+        "setting, 300 for the bundled default)",
+    )
 
 
 def _set_checks(model: Any, args: argparse.Namespace) -> None:
@@ -304,6 +314,10 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
                 "('Where are the {plural}?'), at most 200 characters, or '' for off"
             )
         model.config.instance_question = question
+    if args.snap_scale is not None:
+        if not 0 <= args.snap_scale <= 1e5:
+            raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")
+        model.config.snap_scale = args.snap_scale
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

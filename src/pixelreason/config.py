@@ -102,6 +102,12 @@ class ModelConfig:
     #: semantic-segmentation training answered with one mask over every instance ("Where are
     #: the {plural}?"), and the class's targets take that mask's regions, one instance each.
     instance_question: str = ""
+    #: Region snap at inference (`pixelreason.models.snap`; 0: off): the final masks follow
+    #: the image's colour regions, found by Felzenszwalb's graph segmentation at this scale;
+    #: a region is in a mask where the mask's mean probability over it reaches `snap_share`.
+    #: For images whose objects differ from their surroundings in colour (ReasonWorld's).
+    snap_scale: float = 0.0
+    snap_share: float = 0.3
     #: The vision tower's patch embedding: "patch" (one strided convolution, CLIP's) or "conv"
     #: (a stack of 3x3 stride-2 convolutions, `ConvStem`, for towers trained from scratch).
     vision_stem: str = "patch"

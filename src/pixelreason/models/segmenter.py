@@ -62,6 +62,7 @@ from pixelreason.models.presence import (
 )
 from pixelreason.models.probe import VisionProbe
 from pixelreason.models.sam import SamDecoder
+from pixelreason.models.snap import image_regions, snap_logits
 from pixelreason.processing import (
     BACKBONE_PROCESSOR_DIR,
     HEAD_PROCESSOR_DIR,
@@ -151,6 +152,11 @@ class ImageCache:
     #: The LLM's states of the prompt's start that depends on the image alone, by its token
     #: ids, filled by the first question (`PixelReasonModel.answer_batch`).
     prefix_states: dict[tuple[int, ...], PrefixStates] = field(default_factory=dict)
+    #: The image's (H, W, 3) uint8 RGB pixels, for region snap (`pixelreason.models.snap`);
+    #: None: its answers are not snapped.
+    pixels: np.ndarray | None = None
+    #: The image's snap regions by Felzenszwalb scale, filled by the first question that asks.
+    regions: dict[float, np.ndarray] = field(default_factory=dict)
 
 
 #: `Answer.extras` keys of the inference checks, in the order they run.
@@ -593,14 +599,18 @@ class PixelReasonModel(nn.Module):
 
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_image(self, image: ImageInputs) -> ImageCache:
-        """Run both vision encoders once; the cache answers any number of questions."""
+    def encode_image(self, image: ImageInputs, pixels: np.ndarray | None = None) -> ImageCache:
+        """Run both vision encoders once; the cache answers any number of questions.
+        `pixels`: the image as (H, W, 3) uint8 RGB, kept for region snap."""
         device = self.device
         features, layers = self.backbone.encode_image_layers(
             image.backbone_pixels[None].to(device), self.head.vision_layers
         )
         head_pixels = None if image.head_pixels is None else image.head_pixels[None].to(device)
-        return ImageCache(image, features, self.head.encode_image(head_pixels, features, layers))
+        context = self.head.encode_image(head_pixels, features, layers)
+        if pixels is not None and pixels.shape != (*image.original_size, 3):
+            raise ValueError(f"pixels {pixels.shape} do not match the image {image.original_size}")
+        return ImageCache(image, features, context, pixels=pixels)
 
     @torch.no_grad()
     def answer(
@@ -641,6 +651,7 @@ class PixelReasonModel(nn.Module):
         request_threshold: float | None = None,
         knowledge_start: str | None = None,
         instance_question: str | None = None,
+        snap_scale: float | None = None,
         starts: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
@@ -659,7 +670,9 @@ class PixelReasonModel(nn.Module):
         answer grounding another class than the LLM's own statement about the query is decoded
         again for the stated class; `instance_question` (default: the config's; "" off), last:
         an answer grounding one class with several targets asks the model this question about
-        the class, and its targets take the regions of that mask. `starts`: per conversation,
+        the class, and its targets take the regions of that mask; `snap_scale` (default: the
+        config's; 0 off) region snap (`pixelreason.models.snap`), on the final masks of images
+        cached with their pixels. `starts`: per conversation,
         words its answer starts with, written for the model (teacher-forced) before it goes on.
         """
         if len(caches) != len(turns_list):
@@ -802,7 +815,16 @@ class PixelReasonModel(nn.Module):
                 "knowledge_start": knowledge,
             }
             self._ask_instances(caches, answers, question, settings)
-        return self.head.follow_up(self, caches, turns_list, answers)
+        answers = self.head.follow_up(self, caches, turns_list, answers)
+        scale = chosen(snap_scale, self.config.snap_scale)
+        share = self.config.snap_share
+        for cache, answer in zip(caches, answers, strict=True):
+            if scale <= 0 or cache.pixels is None:
+                continue
+            if scale not in cache.regions:
+                cache.regions[scale] = image_regions(cache.pixels, scale)
+            answer.mask_logits = snap_logits(answer.mask_logits, cache.regions[scale], share)
+        return answers
 
     def _ask_instances(
         self,
@@ -833,6 +855,7 @@ class PixelReasonModel(nn.Module):
             [caches[row] for row, _, _ in asks],
             [[Turn(text)] for text in texts],
             instance_question="",
+            snap_scale=0.0,  # the answers' masks are snapped once, after they take the regions
             starts=[INSTANCE_ANSWER] * len(asks),
             **settings,
         )
