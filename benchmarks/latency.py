@@ -62,6 +62,17 @@ def main() -> None:
         "`instance_question`), interleaved",
     )
     parser.add_argument(
+        "--compare-snap",
+        action="store_true",
+        help="time each query with region snap off and on (the model's `snap_scale`), interleaved",
+    )
+    parser.add_argument(
+        "--snap-scale",
+        type=float,
+        default=None,
+        help="override the model's region snap (0: off; default: the model's setting)",
+    )
+    parser.add_argument(
         "--instance-question",
         default=None,
         help="override the model's instance question ('': off; default: the model's setting)",
@@ -94,7 +105,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_pretrained(args.model)
     checks = ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start")
-    for check in (*checks, "instance_question"):
+    for check in (*checks, "instance_question", "snap_scale"):
         if getattr(args, check) is not None:
             setattr(segmenter.model.config, check, getattr(args, check))
     if args.world:
@@ -112,12 +123,13 @@ def main() -> None:
 
         compare(segmenter, cases, "reuse", reuse)
         return
-    for flag, setting, name in (
-        ("compare_knowledge", "knowledge_start", "knowledge check"),
-        ("compare_instances", "instance_question", "instance question"),
+    for flag, setting, name, off in (
+        ("compare_knowledge", "knowledge_start", "knowledge check", ""),
+        ("compare_instances", "instance_question", "instance question", ""),
+        ("compare_snap", "snap_scale", "region snap", 0.0),
     ):
         if getattr(args, flag):
-            compare(segmenter, cases, name, _switch(model.config, setting))
+            compare(segmenter, cases, name, _switch(model.config, setting, off))
             return
     cold, cached, tokens, redecoded = [], [], [], 0
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
@@ -162,12 +174,12 @@ def main() -> None:
         print(f"{key.replace('_', ' ')} ({threshold}): {state}")
 
 
-def _switch(config: object, setting: str) -> Callable[[bool], None]:
-    """Turns a text setting of `config` off ("") and back on to its value."""
+def _switch(config: object, setting: str, off: object) -> Callable[[bool], None]:
+    """Turns a setting of `config` off (to `off`) and back on to its value."""
     value = getattr(config, setting)
 
     def switch(on: bool) -> None:
-        setattr(config, setting, value if on else "")
+        setattr(config, setting, value if on else off)
 
     return switch
 
