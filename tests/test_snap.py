@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pixelreason.api import Segmenter
 from pixelreason.data.world.samples import generate_sample
-from pixelreason.models.snap import MAX_SIDE, image_regions, snap_logits
+from pixelreason.models.snap import MAX_SIDE, image_regions, snap_logits, thumbnail
 
 
 def _scene(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +35,7 @@ def test_a_coarse_mask_snaps_to_the_object():
     logits = torch.nn.functional.interpolate(coarse, size=square.shape, mode="bilinear")[0]
     logits = torch.roll(logits, shifts=(2, -2), dims=(1, 2))
     regions = image_regions(pixels, scale=300)
-    assert regions.shape == square.shape and regions.dtype == np.int64
+    assert regions.shape == square.shape and regions.dtype == np.int32
     # the square is a few regions of its own: none crosses its edge
     inside = set(np.unique(regions[square]).tolist())
     assert not inside & set(np.unique(regions[~square]).tolist())
@@ -58,16 +59,25 @@ def test_snap_checks_its_inputs_and_keeps_no_masks():
     with pytest.raises(ValueError, match="share"):
         snap_logits(torch.zeros((1, 8, 8)), regions, 1.0)
     with pytest.raises(ValueError, match="mask size"):
-        snap_logits(torch.zeros((1, 8, 9)), regions, 0.3)
+        snap_logits(torch.zeros((1, 8, 32)), regions, 0.3)  # another image's shape
+    with pytest.raises(ValueError, match="RGB pixels"):
+        image_regions(np.zeros((8, 8), np.uint8), 300)
 
 
 def test_large_images_are_segmented_small_and_scaled_back():
-    pixels, _ = _scene(size=96)
-    big = np.asarray(np.kron(pixels, np.ones((9, 12, 1), np.uint8)))  # 864 x 1152
-    regions = image_regions(big, scale=300)
-    assert regions.shape == big.shape[:2]
-    # labels come from a copy at most MAX_SIDE wide: blocks of the upscaled labels repeat
-    assert big.shape[1] > MAX_SIDE and regions.max() < (MAX_SIDE * MAX_SIDE) // 5
+    pixels, square = _scene(size=96)
+    big = Image.fromarray(pixels).resize((1152, 864), Image.Resampling.NEAREST)  # x12, x9
+    small = thumbnail(big)
+    assert small.shape == (384, MAX_SIDE, 3) and small.dtype == np.uint8
+    regions = image_regions(small, scale=300)
+    assert regions.shape == (384, MAX_SIDE)
+    # a coarse mask of the square at full size snaps to the square at full size
+    truth = np.kron(square, np.ones((9, 12), bool))
+    coarse = torch.as_tensor(truth[::16, ::16], dtype=torch.float32)[None, None] * 8 - 4
+    logits = torch.nn.functional.interpolate(coarse, size=truth.shape, mode="bilinear")[0]
+    snapped = snap_logits(logits, regions, share=0.3)[0].numpy() > 0
+    assert snapped.shape == truth.shape and snapped[truth].all() and _iou(snapped, truth) > 0.9
+    assert thumbnail(Image.fromarray(pixels)).shape == pixels.shape  # small images as they are
 
 
 def test_bundled_default_snaps_its_masks_once_per_image():

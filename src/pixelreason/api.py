@@ -25,6 +25,7 @@ from pycocotools import mask as coco_mask
 from pixelreason.errors import InputError
 from pixelreason.imaging import load_image
 from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel
+from pixelreason.models.snap import thumbnail
 from pixelreason.processing import validate_query
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
@@ -114,7 +115,7 @@ def check_query(model: PixelReasonModel, query: str) -> str:
 
 def encode_image(model: PixelReasonModel, image: Image.Image) -> ImageCache:
     """Run both vision encoders on an RGB image (see `pixelreason.imaging.load_image`)."""
-    return model.encode_image(model.preprocessor.prepare_image(image), np.asarray(image))
+    return model.encode_image(model.preprocessor.prepare_image(image), thumbnail(image))
 
 
 def answer_many(

@@ -152,8 +152,8 @@ class ImageCache:
     #: The LLM's states of the prompt's start that depends on the image alone, by its token
     #: ids, filled by the first question (`PixelReasonModel.answer_batch`).
     prefix_states: dict[tuple[int, ...], PrefixStates] = field(default_factory=dict)
-    #: The image's (H, W, 3) uint8 RGB pixels, for region snap (`pixelreason.models.snap`);
-    #: None: its answers are not snapped.
+    #: The image's RGB pixels for region snap (`pixelreason.models.snap.thumbnail`: at most
+    #: 512 a side); None: its answers are not snapped.
     pixels: np.ndarray | None = None
     #: The image's snap regions by Felzenszwalb scale, filled by the first question that asks.
     regions: dict[float, np.ndarray] = field(default_factory=dict)
@@ -601,15 +601,13 @@ class PixelReasonModel(nn.Module):
     @torch.no_grad()
     def encode_image(self, image: ImageInputs, pixels: np.ndarray | None = None) -> ImageCache:
         """Run both vision encoders once; the cache answers any number of questions.
-        `pixels`: the image as (H, W, 3) uint8 RGB, kept for region snap."""
+        `pixels`: the image as (h, w, 3) uint8 RGB (`snap.thumbnail`), kept for region snap."""
         device = self.device
         features, layers = self.backbone.encode_image_layers(
             image.backbone_pixels[None].to(device), self.head.vision_layers
         )
         head_pixels = None if image.head_pixels is None else image.head_pixels[None].to(device)
         context = self.head.encode_image(head_pixels, features, layers)
-        if pixels is not None and pixels.shape != (*image.original_size, 3):
-            raise ValueError(f"pixels {pixels.shape} do not match the image {image.original_size}")
         return ImageCache(image, features, context, pixels=pixels)
 
     @torch.no_grad()

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-#: Regions are found on the image scaled down to at most this side (then scaled back up,
-#: nearest), so a large photo costs about what a 512-pixel one does.
+#: Regions are found on the image scaled down to at most this side (`thumbnail`) and scaled
+#: up to the masks' size (nearest), so a large photo costs about what a 512-pixel one does.
 MAX_SIDE = 512
 #: Felzenszwalb's Gaussian pre-smoothing and smallest region (pixels at the working size):
 #: no smoothing and small regions keep thin parts and sharp corners.
@@ -30,35 +30,51 @@ SIGMA = 0.0
 MIN_SIZE = 5
 
 
+def thumbnail(image: Image.Image) -> np.ndarray:
+    """An RGB image as (h, w, 3) uint8 pixels, scaled down to at most `MAX_SIDE` a side: what
+    `image_regions` reads, kept with the image cache."""
+    side = max(image.width, image.height)
+    if side > MAX_SIDE:
+        size = (
+            max(1, round(image.width * MAX_SIDE / side)),
+            max(1, round(image.height * MAX_SIDE / side)),
+        )
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
 def image_regions(pixels: np.ndarray, scale: float) -> np.ndarray:
-    """(H, W) int64 region labels 0..R-1 of an (H, W, 3) uint8 RGB image."""
+    """(h, w) int32 region labels 0..R-1 of (h, w, 3) uint8 RGB pixels (`thumbnail`)."""
     from skimage.segmentation import felzenszwalb  # imported here: a slow import, rarely used
 
-    height, width = pixels.shape[:2]
-    side = max(height, width)
-    small = pixels
-    if side > MAX_SIDE:
-        size = (max(1, round(width * MAX_SIDE / side)), max(1, round(height * MAX_SIDE / side)))
-        small = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
-    labels = felzenszwalb(small, scale=scale, sigma=SIGMA, min_size=MIN_SIZE).astype(np.int64)
-    if small is not pixels:
-        rows = np.minimum(np.arange(height) * small.shape[0] // height, small.shape[0] - 1)
-        cols = np.minimum(np.arange(width) * small.shape[1] // width, small.shape[1] - 1)
-        labels = labels[rows[:, None], cols[None, :]]
-    return labels
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"region snap needs (h, w, 3) RGB pixels, got {pixels.shape}")
+    return felzenszwalb(pixels, scale=scale, sigma=SIGMA, min_size=MIN_SIZE).astype(np.int32)
 
 
 def snap_logits(logits: torch.Tensor, regions: np.ndarray, share: float) -> torch.Tensor:
-    """Mask logits (N, H, W) snapped to `regions` (H, W): each region's logit becomes
-    logit(p) - logit(share), p the mean probability of the region's pixels, so that the mask
-    (logit > 0) is the union of the regions whose mean probability reaches `share`."""
+    """Mask logits (N, H, W) snapped to `regions` ((h, w) labels, scaled to (H, W) by nearest
+    neighbour where they differ): each region's logit becomes logit(p) - logit(share), p the
+    mean probability of its pixels, so that the mask (logit > 0) is the union of the regions
+    whose mean probability reaches `share`."""
     if not 0.0 < share < 1.0:
         raise ValueError(f"snap share must be in (0, 1), got {share}")
-    if logits.shape[-2:] != regions.shape:
-        raise ValueError(f"mask size {tuple(logits.shape[-2:])} != regions {regions.shape}")
     if not len(logits):
         return logits
-    index = torch.as_tensor(regions, device=logits.device).reshape(-1)
+    height, width = logits.shape[-2:]
+    small_h, small_w = regions.shape
+    # the same image, scaled: the aspect ratios agree up to a pixel's rounding of the regions
+    if abs(small_h * width - small_w * height) > width + height:
+        raise ValueError(f"mask size {(height, width)} does not fit regions {regions.shape}")
+    if (small_h, small_w) != (height, width):
+        rows = np.minimum(
+            ((np.arange(height) + 0.5) * small_h / height).astype(np.int64), small_h - 1
+        )
+        cols = np.minimum(
+            ((np.arange(width) + 0.5) * small_w / width).astype(np.int64), small_w - 1
+        )
+        regions = regions[rows[:, None], cols[None, :]]
+    index = torch.as_tensor(regions.astype(np.int64), device=logits.device).reshape(-1)
     count = int(index.max()) + 1
     probs = torch.sigmoid(logits.float()).reshape(len(logits), -1)
     sums = probs.new_zeros(len(logits), count).index_add_(1, index, probs)
