@@ -128,9 +128,9 @@ def test_take_regions_gives_each_mask_one_instance():
     logits = _logits(one, one)  # both masks on the same instance: nothing to split
     logits[1, 2:10, 2:10] = 5.0  # the second is surer of it
     found = _logits(_blobs(A, B), strength=4.0)[0]
-    out, regions = take_regions(logits, [0, 1], found)
+    out, regions, spare = take_regions(logits, [0, 1], found)
     masks = (out > 0).numpy()
-    assert regions == (100, 64)
+    assert regions == (100, 64) and spare.shape == (0, 32, 32)
     assert np.array_equal(masks[1], _blobs(A)) and np.array_equal(masks[0], _blobs(B))
     assert out[0, 25, 25] == 4.0 and out[0, 5, 5] <= OUTSIDE_LOGIT
     assert torch.equal(logits[0], _logits(one)[0])  # the input is not changed
@@ -140,16 +140,25 @@ def test_take_regions_gives_each_mask_one_instance():
     logits = torch.cat([_logits(one, one), _logits(other)])
     logits[0, 0:2, 20:24] = 2.0
     found = _logits(_blobs(A, B, (0, 20, 8, 28), (31, 31, 32, 32)))[0]
-    out, regions = take_regions(logits, [0, 1], found)
-    assert regions == (100, 64, 64)
+    out, regions, spare = take_regions(logits, [0, 1], found)
+    assert regions == (100, 64, 64) and len(spare) == 0
     masks = (out > 0).numpy()
     assert np.array_equal(masks[1], _blobs(A))  # the surer of A keeps it
     assert np.array_equal(masks[0], _blobs(B, (0, 20, 8, 28)))
     assert not masks[:2, 31, 31].any()
     assert torch.equal(out[2], logits[2])
+    # with `spare` the instance no mask is matched to becomes a mask of its own (the first
+    # mask is surer of the third instance than of B, so B is the spare one)
+    out, regions, spare = take_regions(logits, [0, 1], found, spare=True)
+    masks = (out > 0).numpy()
+    assert np.array_equal(masks[1], _blobs(A))
+    assert np.array_equal(masks[0], _blobs((0, 20, 8, 28)))
+    assert spare.shape == (1, 32, 32) and np.array_equal((spare[0] > 0).numpy(), _blobs(B))
+    assert spare[0, 25, 25] == found[25, 25] and spare[0, 5, 5] <= OUTSIDE_LOGIT
+    assert torch.equal(out[2], logits[2])
     # the instance question found nothing: unchanged
-    out, regions = take_regions(logits, [0, 1], torch.full((32, 32), -3.0))
-    assert out is logits and regions == ()
+    out, regions, spare = take_regions(logits, [0, 1], torch.full((32, 32), -3.0), spare=True)
+    assert out is logits and regions == () and len(spare) == 0
 
 
 def test_bundled_default_asks_for_the_socks_it_grounds_twice():
@@ -180,3 +189,28 @@ def test_bundled_default_asks_for_the_socks_it_grounds_twice():
     assert ious(alone.mask_logits).max(axis=0).min() < 0.1  # both masks on one sock
     found = ious(asked.mask_logits)
     assert found.max(axis=0).min() > 0.8 and found.max(axis=1).min() > 0.8  # one sock each
+
+
+def test_bundled_default_grounds_a_third_orange_as_a_target_of_its_own():
+    model, _ = load_model("default")
+    assert model.config.instance_spare
+    sample = generate_sample(0, "test", 115)  # "... grows on trees": three oranges, a lemon
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    turns = [[Turn(sample.texts[0])]]
+    model.config.instance_spare = False
+    try:
+        merged = model.answer_batch([cache], turns)[0]
+    finally:
+        model.config.instance_spare = True
+    spared = model.answer_batch([cache], turns)[0]
+    assert merged.text == "I found the orange <SEG> and the orange <SEG>."
+    assert spared.text == "I found the orange <SEG> and the orange <SEG> and the orange <SEG>."
+    assert spared.extras.get("raw_text") is None and len(spared.token_ids) > len(merged.token_ids)
+    masks = spared.mask_logits.numpy() > 0
+    assert len(masks) == len(spared.scores) == 3 and masks.sum(axis=0).max() == 1  # disjoint
+    assert np.array_equal(masks.any(axis=0), (merged.mask_logits.numpy() > 0).any(axis=0))
+    named = zip(sample.target_masks, sample.target_names, strict=True)
+    oranges = [target for target, name in named if "orange" in name]
+    assert len(oranges) == 3
+    best = [max((m & t).sum() / (m | t).sum() for m in masks) for t in oranges]
+    assert min(best) > 0.7  # one mask on each orange

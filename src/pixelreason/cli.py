@@ -274,6 +274,14 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "(default: the model's setting, 'Where are the {plural}?' for the bundled default)",
     )
     parser.add_argument(
+        "--instance-spare",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with the instance question, regions beyond the class's targets become targets "
+        "of their own ('... and the orange <SEG>'), not parts of one (default: the model's "
+        "setting, on for the bundled default)",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -314,6 +322,8 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
                 "('Where are the {plural}?'), at most 200 characters, or '' for off"
             )
         model.config.instance_question = question
+    if args.instance_spare is not None:
+        model.config.instance_spare = args.instance_spare
     if args.snap_scale is not None:
         if not 0 <= args.snap_scale <= 1e5:
             raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")

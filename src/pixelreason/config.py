@@ -102,6 +102,10 @@ class ModelConfig:
     #: semantic-segmentation training answered with one mask over every instance ("Where are
     #: the {plural}?"), and the class's targets take that mask's regions, one instance each.
     instance_question: str = ""
+    #: With the instance question, regions of its answer beyond the class's targets become
+    #: targets of their own (the answer grounds them as "and the {name} <SEG>") rather than
+    #: parts of the target surest of them: three oranges get three masks, not two.
+    instance_spare: bool = False
     #: Region snap at inference (`pixelreason.models.snap`; 0: off): the final masks follow
     #: the image's colour regions, found by Felzenszwalb's graph segmentation at this scale;
     #: a region is in a mask where the mask's mean probability over it reaches `snap_share`.

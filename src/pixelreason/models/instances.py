@@ -140,37 +140,47 @@ def instance_question(template: str, names: Sequence[str]) -> str:
 
 
 def take_regions(
-    logits: torch.Tensor, group: Sequence[int], found: torch.Tensor, min_share: float = MIN_SHARE
-) -> tuple[torch.Tensor, tuple[int, ...]]:
+    logits: torch.Tensor,
+    group: Sequence[int],
+    found: torch.Tensor,
+    min_share: float = MIN_SHARE,
+    spare: bool = False,
+) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor]:
     """Give the masks of `group` the regions of another mask of the same class's instances.
 
     `found` (H, W) holds the logits of that mask (the answer to the instance question). Its
     regions of at least `min_share` of its largest are matched one to one to the group's
     masks (the largest total of the masks' mean logits over them); any other such region goes
-    to the mask whose logits are highest there, and a mask left over (more masks than
-    regions) keeps its own. Inside its regions a mask takes `found`'s logits, outside them at
-    most `OUTSIDE_LOGIT`.
+    to the mask whose logits are highest there, or with `spare` becomes a mask of its own, and
+    a mask left over (more masks than regions) keeps its own. Inside its regions a mask takes
+    `found`'s logits, outside them at most `OUTSIDE_LOGIT`.
 
     Args:
         logits: (n, H, W) mask logits of one answer.
         group: the masks (indices into `logits`) that ground the class.
         found: (H, W) logits of the class's instances, at the same size.
         min_share: smaller regions are specks and are dropped.
+        spare: regions beyond the group's masks become masks of their own, not parts of one.
 
     Returns:
-        the new logits (a copy where anything changed) and the kept regions' pixel counts,
-        largest first (empty where `found` has no pixel and nothing changed).
+        the new logits (a copy where anything changed), the kept regions' pixel counts,
+        largest first (empty where `found` has no pixel and nothing changed), and (k, H, W)
+        logits of the spare regions' masks (k = 0 without `spare`).
     """
+    none = logits.new_zeros((0, *logits.shape[1:]))
     regions = regions_of((found > 0).cpu().numpy())
     if not regions:
-        return logits, ()
+        return logits, (), none
     sizes = [int(region.sum()) for region in regions]
     kept = [r for r, size in enumerate(sizes) if size >= min_share * sizes[0]]
     stacked = torch.as_tensor(np.stack([regions[r] for r in kept]), device=logits.device)
     out = logits.clone()
     found = found.to(device=logits.device, dtype=logits.dtype)
-    _give_regions(out, logits, list(group), stacked, len(kept), found)  # a mask left: its own
-    return out, tuple(sizes[r] for r in kept)
+    # a mask left over keeps its own
+    left = _give_regions(out, logits, list(group), stacked, len(kept), found, spare)
+    outside = found.clamp(max=OUTSIDE_LOGIT)
+    extra = [torch.where(stacked[r], found, outside) for r in left]
+    return out, tuple(sizes[r] for r in kept), torch.stack(extra) if extra else none
 
 
 def _give_regions(
@@ -180,20 +190,23 @@ def _give_regions(
     regions: torch.Tensor,
     matched: int,
     inside: torch.Tensor,
-) -> None:
+    spare: bool = False,
+) -> list[int]:
     """Share (R, H, W) bool `regions` out among the masks of `group`, in place in `out`: the
     first `matched` one to one (the largest total of the masks' mean `logits` over them), any
-    other to the mask whose logits are highest there. A mask takes `inside` in its regions and
-    at most `OUTSIDE_LOGIT` outside them; a mask given none is left as `out` holds it."""
+    other to the mask whose logits are highest there, or with `spare` to none. A mask takes
+    `inside` in its regions and at most `OUTSIDE_LOGIT` outside them; a mask given none is
+    left as `out` holds it. Returns the regions given to no mask, in order."""
     own = logits[group].float()  # (k, H, W)
     mass = (own[:, None] * regions[None]).sum(dim=(2, 3)) / regions.sum(dim=(1, 2))
     pairs = linear_sum_assignment(mass[:, :matched].cpu().numpy(), maximize=True)
     owner = {int(r): group[int(m)] for m, r in zip(*pairs, strict=True)}
-    for r in range(len(regions)):
-        if r not in owner:  # to the mask most sure of it
-            owner[r] = group[int(mass[:, r].argmax())]
+    left = [r for r in range(len(regions)) if r not in owner]
+    for r in left if not spare else []:  # to the mask most sure of it
+        owner[r] = group[int(mass[:, r].argmax())]
     for index in group:
         mine = [r for r, m in owner.items() if m == index]
         if mine:
             outside = torch.clamp(logits[index], max=OUTSIDE_LOGIT)
             out[index] = torch.where(regions[mine].any(dim=0), inside, outside)
+    return left if spare else []

@@ -857,13 +857,20 @@ class PixelReasonModel(nn.Module):
             starts=[INSTANCE_ANSWER] * len(asks),
             **settings,
         )
-        for (row, index, group), text, reply in zip(asks, texts, replies, strict=True):
+        # an answer's later groups first, so that spare targets do not move the earlier ones
+        order = sorted(range(len(asks)), key=lambda k: (asks[k][0], -asks[k][2][-1]))
+        for k in order:
+            (row, index, group), text, reply = asks[k], texts[k], replies[k]
             if not len(reply.scores):
                 continue  # the model finds none: the targets stay as they are
             answer = answers[row]
             found = reply.mask_logits.max(dim=0).values
-            logits, regions = take_regions(answer.mask_logits, group, found)
+            logits, regions, spare = take_regions(
+                answer.mask_logits, group, found, spare=self.config.instance_spare
+            )
             answer.mask_logits = logits
+            if len(spare):
+                self._add_targets(answer, group, spare, labels[index][0])
             answer.extras.setdefault("instance_question", []).append(
                 {
                     "class": labels[index][0],
@@ -873,6 +880,29 @@ class PixelReasonModel(nn.Module):
                     "region_pixels": regions,
                 }
             )
+
+    def _add_targets(
+        self, answer: Answer, group: Sequence[int], spare: torch.Tensor, name: str
+    ) -> None:
+        """Ground (k, H, W) `spare` masks of the class `name` in `answer`, in place, right
+        after the targets of `group`: " and the {name} <SEG>" each, after its last `<SEG>`,
+        with their mean score."""
+        tokenizer = self.preprocessor.tokenizer
+        marker = self.head.token_ids[SEG_TOKEN]
+        ids = answer.token_ids
+        after = int((ids == marker).nonzero()[group[-1], 0]) + 1
+        words = tokenizer.encode(f" and the {name} {SEG_TOKEN}", add_special_tokens=False)
+        more = torch.tensor(words * len(spare), dtype=ids.dtype)
+        answer.token_ids = torch.cat([ids[:after], more, ids[after:]])
+        at = group[-1] + 1
+        logits = answer.mask_logits
+        answer.mask_logits = torch.cat([logits[:at], spare.to(logits.dtype), logits[at:]])
+        score = answer.scores[list(group)].mean().reshape(1).expand(len(spare))
+        answer.scores = torch.cat([answer.scores[:at], score, answer.scores[at:]])
+        raw = self.preprocessor.decode(answer.token_ids)
+        answer.text = self.head.display_text(raw)
+        if answer.text != raw:
+            answer.extras["raw_text"] = raw
 
     def _image_prefix(self, prompts: Sequence[torch.Tensor]) -> int:
         """How many first positions of the prompts depend on their images alone, so that the
