@@ -899,8 +899,7 @@ class PixelReasonModel(nn.Module):
         answer.mask_logits = torch.cat([logits[:at], spare.to(logits.dtype), logits[at:]])
         score = answer.scores[list(group)].mean().reshape(1).expand(len(spare))
         answer.scores = torch.cat([answer.scores[:at], score, answer.scores[at:]])
-        raw = self.preprocessor.decode(answer.token_ids)
-        answer.text = self.head.display_text(raw)
+        answer.text, raw = self._answer_text(answer.token_ids)
         if answer.text != raw:
             answer.extras["raw_text"] = raw
 
@@ -1356,6 +1355,11 @@ class PixelReasonModel(nn.Module):
             answer.extras[edit.check] = edit.extras
             answers[edit.row], generations[edit.row] = answer, joined
 
+    def _answer_text(self, token_ids: torch.Tensor) -> tuple[str, str]:
+        """An answer's text as shown (each target as `<SEG>`) and as the model wrote it."""
+        raw = self.preprocessor.decode(token_ids)
+        return self.head.display_text(raw), raw
+
     def _masks_for(self, cache: ImageCache, generation: Generation) -> Answer:
         ids = generation.token_ids[None]
         prediction = self.head(
@@ -1369,8 +1373,7 @@ class PixelReasonModel(nn.Module):
         )
         logits = self.preprocessor.masks_to_image(prediction.logits[0], cache.image)
         logits, splits = split_duplicates(logits, self.config.instance_overlap)
-        raw = self.preprocessor.decode(generation.token_ids)
-        text = self.head.display_text(raw)
+        text, raw = self._answer_text(generation.token_ids)
         extras = dict(prediction.extras[0]) if prediction.extras else {}
         if splits:
             extras["instance_split"] = [
