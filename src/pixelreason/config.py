@@ -106,6 +106,10 @@ class ModelConfig:
     #: targets of their own (the answer grounds them as "and the {name} <SEG>") rather than
     #: parts of the target surest of them: three oranges get three masks, not two.
     instance_spare: bool = False
+    #: Mask colours at inference (`pixelreason.models.mask_colour`; needs a colour probe): each
+    #: target named "COLOUR CATEGORY" (or "the CATEGORY") gets the colour the colour probe reads
+    #: inside its own final mask, so that two apples of different colours are not both "red".
+    mask_colour: bool = False
     #: Region snap at inference (`pixelreason.models.snap`; 0: off): the final masks follow
     #: the image's colour regions, found by Felzenszwalb's graph segmentation at this scale;
     #: a region is in a mask where the mask's mean probability over it reaches `snap_share`.

@@ -151,7 +151,7 @@ class ColourSlot:
 
 
 @functools.lru_cache(maxsize=16)
-def _colour_patterns(
+def colour_patterns(
     tokenizer: PreTrainedTokenizerBase, labels: tuple[str, ...]
 ) -> dict[tuple[int, ...], dict[int, int]]:
     """Category token ids in running text -> {colour token id: label index}, for the labels
@@ -175,7 +175,7 @@ def colour_slots(
     """Each "COLOUR CATEGORY" of `labels` that the answer `token_ids` writes right before a
     target token (`target_id`, e.g. `<SEG>`'s; blank tokens between them are skipped), in
     order."""
-    patterns = _colour_patterns(tokenizer, tuple(labels))
+    patterns = colour_patterns(tokenizer, tuple(labels))
     ids = list(token_ids)
     blank = {i for i in set(ids) if i != target_id and not tokenizer.decode([i]).strip()}
     slots = []

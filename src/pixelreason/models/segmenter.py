@@ -47,6 +47,7 @@ from pixelreason.models.knowledge import (
     restated_share,
     stated_class,
 )
+from pixelreason.models.mask_colour import cell_colours, colour_names, mask_colours
 from pixelreason.models.presence import (
     NOTHING_FOUND,
     ban_list,
@@ -650,6 +651,7 @@ class PixelReasonModel(nn.Module):
         knowledge_start: str | None = None,
         instance_question: str | None = None,
         snap_scale: float | None = None,
+        mask_colour: bool | None = None,
         starts: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
@@ -670,7 +672,9 @@ class PixelReasonModel(nn.Module):
         an answer grounding one class with several targets asks the model this question about
         the class, and its targets take the regions of that mask; `snap_scale` (default: the
         config's; 0 off) region snap (`pixelreason.models.snap`), on the final masks of images
-        cached with their pixels. `starts`: per conversation,
+        cached with their pixels; `mask_colour` (default: the config's) then names each target's
+        colour as the colour probe reads it inside the target's mask
+        (`pixelreason.models.mask_colour`). `starts`: per conversation,
         words its answer starts with, written for the model (teacher-forced) before it goes on.
         """
         if len(caches) != len(turns_list):
@@ -822,6 +826,8 @@ class PixelReasonModel(nn.Module):
             if scale not in cache.regions:
                 cache.regions[scale] = image_regions(cache.pixels, scale)
             answer.mask_logits = snap_logits(answer.mask_logits, cache.regions[scale], share)
+        if chosen(mask_colour, self.config.mask_colour):
+            self._name_colours(features, answers)
         return answers
 
     def _ask_instances(
@@ -854,6 +860,7 @@ class PixelReasonModel(nn.Module):
             [[Turn(text)] for text in texts],
             instance_question="",
             snap_scale=0.0,  # the answers' masks are snapped once, after they take the regions
+            mask_colour=False,  # its words are not shown
             starts=[INSTANCE_ANSWER] * len(asks),
             **settings,
         )
@@ -902,6 +909,42 @@ class PixelReasonModel(nn.Module):
         answer.text, raw = self._answer_text(answer.token_ids)
         if answer.text != raw:
             answer.extras["raw_text"] = raw
+
+    def _name_colours(self, features: torch.Tensor, answers: Sequence[Answer]) -> None:
+        """Mask colours, in place (`pixelreason.models.mask_colour`): each target named as a
+        category with colours gets the colour the colour probe reads inside its final mask;
+        `extras["mask_colour"]` lists the words changed."""
+        labels = self.config.colour_probe_labels
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        if self.colour_probe is None or not labels or target_id is None:
+            return
+        tokenizer = self.preprocessor.tokenizer
+        cells = cell_colours(self.colour_probe, features).cpu()
+        for row, answer in enumerate(answers):
+            names = colour_names(answer.token_ids.tolist(), tokenizer, labels, target_id)
+            if not names:
+                continue
+            chosen = mask_colours(cells[row], answer.mask_logits, names)
+            ids = answer.token_ids.tolist()
+            changed = []
+            # from the last name back, so that an added colour does not move the ones before
+            for name, colour in reversed(list(zip(names, chosen, strict=True))):
+                if colour is None or colour == name.colour:
+                    continue
+                was = None if name.colour is None else tokenizer.decode([name.colour]).strip()
+                if name.colour is None:
+                    ids.insert(name.position, colour)
+                else:
+                    ids[name.position] = colour
+                now = tokenizer.decode([colour]).strip()
+                changed.append({"target": name.target, "was": was, "now": now})
+            if not changed:
+                continue
+            answer.token_ids = torch.tensor(ids, dtype=answer.token_ids.dtype)
+            answer.extras["mask_colour"] = {"rejected": answer.text, "changed": changed[::-1]}
+            answer.text, raw = self._answer_text(answer.token_ids)
+            if answer.text != raw:
+                answer.extras["raw_text"] = raw
 
     def _image_prefix(self, prompts: Sequence[torch.Tensor]) -> int:
         """How many first positions of the prompts depend on their images alone, so that the

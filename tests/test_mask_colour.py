@@ -1,0 +1,88 @@
+"""Mask colours: each target's colour word names the colour inside its own mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pixelreason.data.world.samples import generate_sample
+from pixelreason.models.mask_colour import colour_names, mask_colours
+from pixelreason.prompting import Turn
+from pixelreason.registry import load_model
+from pixelreason.tokenizer import bundled_tokenizer
+
+LABELS = ["red apple", "green apple", "yellow apple", "red mug", "blue mug", "orange orange"]
+TARGET = 9999
+
+
+def _ids(text: str) -> list[int]:
+    return bundled_tokenizer().encode(text, add_special_tokens=False)
+
+
+def test_colour_names_find_coloured_and_bare_targets_but_not_other_words() -> None:
+    tokenizer = bundled_tokenizer()
+    answer = (
+        _ids("They are the red apple ")
+        + [TARGET]
+        + _ids(" and the apple")
+        + [TARGET]
+        + _ids(" and the striped mug")
+        + [TARGET]
+        + _ids(" and the blue mug")
+        + [TARGET]
+        + _ids(" and the blue apple")  # a colour apples do not come in
+        + [TARGET]
+    )
+    names = colour_names(answer, tokenizer, LABELS, TARGET)
+    assert [n.target for n in names] == [0, 1, 3, 4]  # "striped mug": no article before it
+    red, bare, blue, odd = names
+    assert red.colour == answer[red.position] == _ids(" red")[0]
+    assert red.colours == {_ids(" red")[0]: 0, _ids(" green")[0]: 1, _ids(" yellow")[0]: 2}
+    assert bare.colour is None and answer[bare.position] == _ids(" apple")[0]
+    assert blue.colours == {_ids(" red")[0]: 3, _ids(" blue")[0]: 4}
+    assert odd.colour == _ids(" blue")[0] and odd.colours == red.colours
+    assert colour_names(_ids("The red apple is here."), tokenizer, LABELS, TARGET) == []
+    one = _ids("the orange") + [TARGET]  # oranges come in one colour: nothing to tell apart
+    assert colour_names(one, tokenizer, LABELS, TARGET) == []
+
+
+def test_mask_colours_read_the_probe_inside_each_mask() -> None:
+    tokenizer = bundled_tokenizer()
+    answer = _ids("the red apple") + [TARGET] + _ids(" and the red apple") + [TARGET]
+    names = colour_names(answer, tokenizer, LABELS, TARGET)
+    # a 4 x 4 grid: green apple cells on the left half, red apple cells on the right
+    cells = torch.zeros(len(LABELS) + 1, 4, 4)
+    cells[2, :, :2] = 0.9  # class 2 = label 1, "green apple"
+    cells[1, :, 2:] = 0.8  # class 1 = label 0, "red apple"
+    cells[0] = 1 - cells.sum(0)
+    masks = torch.full((2, 64, 64), -5.0)
+    masks[0, 10:50, 4:28] = 5.0  # left: on the green apple
+    masks[1, 10:50, 36:60] = 5.0  # right: on the red one
+    red, green = _ids(" red")[0], _ids(" green")[0]
+    assert mask_colours(cells, masks, names) == [green, red]
+    masks[0] = -5.0  # an empty mask keeps the colour it was given
+    assert mask_colours(cells, masks, names) == [red, red]
+
+
+def test_bundled_default_names_the_colour_of_each_masked_sock() -> None:
+    model, _ = load_model("default")
+    assert model.config.mask_colour
+    sample = generate_sample(0, "test", 56)  # "everything that usually comes in pairs"
+    assert sorted(sample.target_names) == ["blue sock", "purple sock", "red sock"]
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    turns = [[Turn(sample.texts[0])]]
+    named = model.answer_batch([cache], turns)[0]
+    plain = model.answer_batch([cache], turns, mask_colour=False)[0]
+    assert plain.text == "They are the purple sock <SEG> and the white sock <SEG>."
+    assert named.text == "They are the purple sock <SEG> and the blue sock <SEG>."
+    assert named.extras["mask_colour"] == {
+        "rejected": plain.text,
+        "changed": [{"target": 1, "was": "white", "now": "blue"}],
+    }
+    assert torch.equal(named.mask_logits, plain.mask_logits)  # only the words change
+    # the second mask holds the blue sock and no other: the colour names what it segmented
+    masks = named.mask_logits.numpy() > 0
+    by_name = dict(zip(sample.target_names, sample.target_masks, strict=True))
+    blue = by_name["blue sock"]
+    assert (masks[1] & blue).sum() > 0.9 * blue.sum()
+    assert np.all([(masks[1] & by_name[n]).sum() == 0 for n in ("purple sock", "red sock")])
