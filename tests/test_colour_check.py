@@ -128,11 +128,11 @@ def test_bundled_default_recolours_answers_to_a_colour_the_probe_finds() -> None
         cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
         turns = [Turn(sample.conversation[0][0])]
         # the colour check alone: mask colours, after it, would name colours too
-        answer = model.answer_batch([cache], [turns], mask_colour=False)[0]
+        answer = model.answer_batch([cache], [turns], mask_names=False)[0]
         if "colour_check" not in answer.extras:
             continue
         checked += 1
-        unchecked = model.answer_batch([cache], [turns], colour_threshold=0.0, mask_colour=False)[0]
+        unchecked = model.answer_batch([cache], [turns], colour_threshold=0.0, mask_names=False)[0]
         assert unchecked.text == answer.extras["colour_check"]["rejected"] != answer.text
         changed = [
             (old, new)

@@ -89,7 +89,7 @@ def test_bundled_default_gives_each_cheese_wedge_its_own_mask():
     sample = generate_sample(0, "test", 568)  # "everything that is made from milk"
     cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
     turns = [[Turn(sample.texts[0])]]
-    alone = {"instance_question": "", "mask_colour": False}  # the split alone
+    alone = {"instance_question": "", "mask_names": False}  # the split alone
     free = model.answer_batch([cache], turns, **alone)[0]
     model.config.instance_overlap = 0.0
     kept = model.answer_batch([cache], turns, **alone)[0]
@@ -168,7 +168,7 @@ def test_bundled_default_asks_for_the_socks_it_grounds_twice():
     sample = generate_sample(1, "test", 30, kind="multi")  # "Highlight each of the socks."
     cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
     turns = [[Turn(sample.texts[0])]]
-    asked = model.answer_batch([cache], turns, mask_colour=False)[0]
+    asked = model.answer_batch([cache], turns, mask_names=False)[0]
     alone = model.answer_batch([cache], turns, instance_question="")[0]
     text = "Here they are: the red sock <SEG> and the red sock <SEG>."
     assert asked.text == alone.text == text

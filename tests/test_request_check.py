@@ -68,7 +68,7 @@ def test_a_forced_prefix_continues_as_the_model_would_have():
     assert all(g.token_ids.tolist()[:2] == other for g in forced)
 
 
-def _ask(model: PixelReasonModel, index: int, **checks: float):
+def _ask(model: PixelReasonModel, index: int, **checks: float | bool):
     sample = generate_sample(0, "test", index)
     cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
     return sample, model.answer_batch([cache], [[Turn(sample.texts[0])]], **checks)[0]
@@ -80,13 +80,14 @@ def test_bundled_default_answers_requests_as_its_probes_see_them():
     assert model.config.probe_labels == class_labels()
     assert model.config.colour_probe_labels == colour_labels()
     # test 5 asks for a bottle that is not there: the LLM grounds something anyway
-    sample, free = _ask(model, 5, request_threshold=0.0)
+    # (mask names off: the unchecked answer as the LLM wrote it)
+    sample, free = _ask(model, 5, request_threshold=0.0, mask_names=False)
     assert sample.kind == "absent" and len(free.scores) == 1
     sample, answer = _ask(model, 5)
     assert answer.text == "There is no bottle in this image." and len(answer.scores) == 0
     assert answer.extras["request_check"] == {"rejected": free.text, "was": "grounded"}
     # test 2 asks for a lemon that is there: the LLM refuses, the probe finds it
-    sample, free = _ask(model, 2, request_threshold=0.0)
+    sample, free = _ask(model, 2, request_threshold=0.0, mask_names=False)
     assert sample.kind == "explicit" and len(free.scores) == 0
     sample, answer = _ask(model, 2)
     assert answer.extras["request_check"]["was"] == "refused" and "lemon" in answer.text

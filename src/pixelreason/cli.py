@@ -282,12 +282,13 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "setting, on for the bundled default)",
     )
     parser.add_argument(
-        "--mask-colour",
+        "--mask-names",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="mask colours (models with a colour probe): each target named 'COLOUR CATEGORY' "
-        "gets the colour the probe reads inside its own final mask (default: the model's "
-        "setting, on for the bundled default)",
+        help="mask names (models with probe labels): a target the answer names by no class "
+        "('Sure, it is <SEG>.') is named by the class the probe reads inside its final mask, "
+        "and each target named 'COLOUR CATEGORY' gets the colour the colour probe reads there "
+        "(default: the model's setting, on for the bundled default)",
     )
     parser.add_argument(
         "--snap-scale",
@@ -332,8 +333,8 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         model.config.instance_question = question
     if args.instance_spare is not None:
         model.config.instance_spare = args.instance_spare
-    if args.mask_colour is not None:
-        model.config.mask_colour = args.mask_colour
+    if args.mask_names is not None:
+        model.config.mask_names = args.mask_names
     if args.snap_scale is not None:
         if not 0 <= args.snap_scale <= 1e5:
             raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")

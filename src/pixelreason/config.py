@@ -106,10 +106,13 @@ class ModelConfig:
     #: targets of their own (the answer grounds them as "and the {name} <SEG>") rather than
     #: parts of the target surest of them: three oranges get three masks, not two.
     instance_spare: bool = False
-    #: Mask colours at inference (`pixelreason.models.mask_colour`; needs a colour probe): each
-    #: target named "COLOUR CATEGORY" (or "the CATEGORY") gets the colour the colour probe reads
-    #: inside its own final mask, so that two apples of different colours are not both "red".
-    mask_colour: bool = False
+    #: Mask names at inference (`pixelreason.models.mask_names`; needs the probes' labels):
+    #: each target the answer names by no class ("Sure, it is <SEG>.") is named by the class
+    #: the category probe reads inside its final mask (with `instance_spare`, each separate
+    #: region a target of its own), and each target named "COLOUR CATEGORY" (or "the
+    #: CATEGORY") gets the colour the colour probe reads there, so that two apples of
+    #: different colours are not both "red".
+    mask_names: bool = False
     #: Region snap at inference (`pixelreason.models.snap`; 0: off): the final masks follow
     #: the image's colour regions, found by Felzenszwalb's graph segmentation at this scale;
     #: a region is in a mask where the mask's mean probability over it reaches `snap_share`.

@@ -38,6 +38,7 @@ from pixelreason.models.instances import (
     repeated_classes,
     split_duplicates,
     take_regions,
+    target_classes,
 )
 from pixelreason.models.knowledge import (
     ABSENT_MARGIN,
@@ -47,7 +48,14 @@ from pixelreason.models.knowledge import (
     restated_share,
     stated_class,
 )
-from pixelreason.models.mask_colour import cell_colours, colour_names, mask_colours
+from pixelreason.models.mask_names import (
+    cell_probabilities,
+    colour_names,
+    mask_class,
+    mask_colours,
+    names_nothing,
+    read_masks,
+)
 from pixelreason.models.presence import (
     NOTHING_FOUND,
     ban_list,
@@ -651,7 +659,7 @@ class PixelReasonModel(nn.Module):
         knowledge_start: str | None = None,
         instance_question: str | None = None,
         snap_scale: float | None = None,
-        mask_colour: bool | None = None,
+        mask_names: bool | None = None,
         starts: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
@@ -672,9 +680,9 @@ class PixelReasonModel(nn.Module):
         an answer grounding one class with several targets asks the model this question about
         the class, and its targets take the regions of that mask; `snap_scale` (default: the
         config's; 0 off) region snap (`pixelreason.models.snap`), on the final masks of images
-        cached with their pixels; `mask_colour` (default: the config's) then names each target's
-        colour as the colour probe reads it inside the target's mask
-        (`pixelreason.models.mask_colour`). `starts`: per conversation,
+        cached with their pixels; `mask_names` (default: the config's) then names each target
+        the answer names by no class, and each target's colour, as the probes read them inside
+        the target's mask (`pixelreason.models.mask_names`). `starts`: per conversation,
         words its answer starts with, written for the model (teacher-forced) before it goes on.
         """
         if len(caches) != len(turns_list):
@@ -826,7 +834,8 @@ class PixelReasonModel(nn.Module):
             if scale not in cache.regions:
                 cache.regions[scale] = image_regions(cache.pixels, scale)
             answer.mask_logits = snap_logits(answer.mask_logits, cache.regions[scale], share)
-        if chosen(mask_colour, self.config.mask_colour):
+        if chosen(mask_names, self.config.mask_names):
+            self._name_classes(features, answers)
             self._name_colours(features, answers)
         return answers
 
@@ -860,7 +869,7 @@ class PixelReasonModel(nn.Module):
             [[Turn(text)] for text in texts],
             instance_question="",
             snap_scale=0.0,  # the answers' masks are snapped once, after they take the regions
-            mask_colour=False,  # its words are not shown
+            mask_names=False,  # its words are not shown
             starts=[INSTANCE_ANSWER] * len(asks),
             **settings,
         )
@@ -877,7 +886,7 @@ class PixelReasonModel(nn.Module):
             )
             answer.mask_logits = logits
             if len(spare):
-                self._add_targets(answer, group, spare, labels[index][0])
+                self._add_targets(answer, group, spare, [labels[index][0]] * len(spare))
             answer.extras.setdefault("instance_question", []).append(
                 {
                     "class": labels[index][0],
@@ -889,17 +898,17 @@ class PixelReasonModel(nn.Module):
             )
 
     def _add_targets(
-        self, answer: Answer, group: Sequence[int], spare: torch.Tensor, name: str
+        self, answer: Answer, group: Sequence[int], spare: torch.Tensor, names: Sequence[str]
     ) -> None:
-        """Ground (k, H, W) `spare` masks of the class `name` in `answer`, in place, right
-        after the targets of `group`: " and the {name} <SEG>" each, after its last `<SEG>`,
-        with their mean score."""
+        """Ground (k, H, W) `spare` masks in `answer`, in place, right after the targets of
+        `group`: " and the {name} <SEG>" each (k `names`), after its last `<SEG>`, with their
+        mean score."""
         tokenizer = self.preprocessor.tokenizer
         marker = self.head.token_ids[SEG_TOKEN]
         ids = answer.token_ids
         after = int((ids == marker).nonzero()[group[-1], 0]) + 1
-        words = tokenizer.encode(f" and the {name} {SEG_TOKEN}", add_special_tokens=False)
-        more = torch.tensor(words * len(spare), dtype=ids.dtype)
+        text = "".join(f" and the {name} {SEG_TOKEN}" for name in names)
+        more = torch.tensor(tokenizer.encode(text, add_special_tokens=False), dtype=ids.dtype)
         answer.token_ids = torch.cat([ids[:after], more, ids[after:]])
         at = group[-1] + 1
         logits = answer.mask_logits
@@ -910,8 +919,63 @@ class PixelReasonModel(nn.Module):
         if answer.text != raw:
             answer.extras["raw_text"] = raw
 
+    def _name_classes(self, features: torch.Tensor, answers: Sequence[Answer]) -> None:
+        """Mask names, in place (`pixelreason.models.mask_names`): each target the answer names
+        by no class ("Sure, it is <SEG>.") is named by the class the category probe reads most
+        inside its final mask ("... it is the star <SEG>."); with `instance_spare` the mask's
+        separate regions become targets of their own, each named by its own reading.
+        `extras["mask_class"]` lists the targets named."""
+        labels = self.config.probe_labels
+        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
+        if self.probe is None or not labels or target_id is None:
+            return
+        tokenizer = self.preprocessor.tokenizer
+        colours = [label.partition(" ")[0] for label in self.config.colour_probe_labels]
+        cells = cell_probabilities(self.probe, features).cpu()
+        for row, answer in enumerate(answers):
+            shown = answer.text.split(SEG_TOKEN)[:-1]
+            unnamed = [
+                k
+                for k, index in enumerate(target_classes(answer.text, labels))
+                if index is None
+                and k < len(answer.mask_logits)
+                and names_nothing(shown[k], colours)
+            ]
+            named = []
+            for k in reversed(unnamed):  # from the last back: added words move only later ones
+                logits, _, spare = take_regions(
+                    answer.mask_logits,
+                    [k],
+                    answer.mask_logits[k],
+                    spare=self.config.instance_spare,
+                )
+                read = read_masks(cells[row], torch.cat([logits[k : k + 1], spare]))
+                classes = [mask_class(r) for r in read]
+                if None in classes:
+                    continue  # an empty mask (a spare region is never empty)
+                answer.mask_logits = logits
+                # " the {name}" before the target's marker and the blank tokens before it
+                ids = answer.token_ids.tolist()
+                at = [i for i, token in enumerate(ids) if token == target_id][k]
+                while at > 0 and not tokenizer.decode([ids[at - 1]]).strip():
+                    at -= 1
+                words = tokenizer.encode(f" the {labels[classes[0]][0]}", add_special_tokens=False)
+                answer.token_ids = torch.tensor(
+                    ids[:at] + words + ids[at:], dtype=answer.token_ids.dtype
+                )
+                found = [labels[c][0] for c in classes if c is not None]
+                if len(spare):
+                    self._add_targets(answer, [k], spare, found[1:])
+                else:
+                    answer.text, raw = self._answer_text(answer.token_ids)
+                    if answer.text != raw:
+                        answer.extras["raw_text"] = raw
+                named.append({"target": k, "classes": found})
+            if named:
+                answer.extras["mask_class"] = named[::-1]
+
     def _name_colours(self, features: torch.Tensor, answers: Sequence[Answer]) -> None:
-        """Mask colours, in place (`pixelreason.models.mask_colour`): each target named as a
+        """Mask colours, in place (`pixelreason.models.mask_names`): each target named as a
         category with colours gets the colour the colour probe reads inside its final mask;
         `extras["mask_colour"]` lists the words changed."""
         labels = self.config.colour_probe_labels
@@ -919,12 +983,12 @@ class PixelReasonModel(nn.Module):
         if self.colour_probe is None or not labels or target_id is None:
             return
         tokenizer = self.preprocessor.tokenizer
-        cells = cell_colours(self.colour_probe, features).cpu()
+        cells = cell_probabilities(self.colour_probe, features).cpu()
         for row, answer in enumerate(answers):
             names = colour_names(answer.token_ids.tolist(), tokenizer, labels, target_id)
             if not names:
                 continue
-            chosen = mask_colours(cells[row], answer.mask_logits, names)
+            chosen = mask_colours(read_masks(cells[row], answer.mask_logits), names)
             ids = answer.token_ids.tolist()
             changed = []
             # from the last name back, so that an added colour does not move the ones before

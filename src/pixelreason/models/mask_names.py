@@ -1,4 +1,4 @@
-"""Mask colours: each target's colour word names the colour inside its own mask.
+"""Mask names: the words of an answer describe what each of its final masks holds.
 
 The colour check (`pixelreason.models.presence`) asks whether the image shows the colour an
 answer writes on some object of that category. It cannot tell *which* object: "the red apple
@@ -10,8 +10,16 @@ whole image) and, for every category that comes in several colours named right b
 target, writes the colour of it that the probe finds most there. A colour word is replaced
 (also one the category does not come in: "the blue cat"); a target named with an article and
 no colour ("the apple <SEG>") gets one ("the green apple <SEG>"); one named with other words
-before the category ("the striped apple <SEG>") keeps them as they are. Only the words
-change: the masks stay, so the answer now describes what it segmented.
+before the category ("the striped apple <SEG>") keeps them as they are. This step changes
+only the words: the masks stay, and the answer now describes what it segmented.
+
+A target the answer names by no class at all ("Sure, it is <SEG>.", the form of LISA's
+semantic-segmentation answers) is named first, by the class the category probe reads most
+inside its mask ("Sure, it is the star <SEG>."), and with `ModelConfig.instance_spare` its
+mask's separate regions become targets of their own, each named by its own reading ("... the
+star <SEG> and the star <SEG>"), as the instance question makes spare instances targets; then
+the colours are named. The masks' union stays (but for specks below a tenth of the mask's
+largest region, which the split drops).
 """
 
 from __future__ import annotations
@@ -79,31 +87,50 @@ def colour_names(
     return names
 
 
-def cell_colours(probe: VisionProbe, features: torch.Tensor) -> torch.Tensor:
-    """(B, C, g, g): the colour probe's class probabilities in each cell of the backbone's
-    g x g grid over the LLM's image features (B, N, D) (a leading class token is skipped)."""
+def cell_probabilities(probe: VisionProbe, features: torch.Tensor) -> torch.Tensor:
+    """(B, C, g, g): a probe's class probabilities in each cell of the backbone's g x g grid
+    over the LLM's image features (B, N, D) (a leading class token is skipped)."""
     grid = int(round(features.shape[1] ** 0.5))
     probs = probe.backbone(features[:, -grid * grid :].float()).softmax(-1)
     return probs.transpose(1, 2).reshape(len(features), -1, grid, grid)
 
 
-def mask_colours(
-    cells: torch.Tensor, masks: torch.Tensor, names: Sequence[ColourName]
-) -> list[int | None]:
+def read_masks(cells: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(n, C): what a probe reads inside each mask, each class's probability summed over the
+    cells (C, g, g) of one image (`cell_probabilities`), each cell weighted by the share of it
+    that the mask (n, H, W over the whole image, > 0 inside) covers; 0 for an empty mask."""
+    shares = F.adaptive_avg_pool2d((masks > 0).float()[:, None], cells.shape[-2:])[:, 0]
+    return torch.einsum("nyx,cyx->nc", shares, cells.float())
+
+
+def mask_colours(read: torch.Tensor, names: Sequence[ColourName]) -> list[int | None]:
     """For each name, the colour token its category's colours would have inside the target's
-    mask: cells (C, g, g) of one image (`cell_colours`), masks (n, H, W) over the whole image
-    (nonzero: inside). A name whose mask is empty keeps its colour (None where it has none)."""
-    grid = cells.shape[-2:]
-    shares = F.adaptive_avg_pool2d((masks > 0).float()[:, None], grid)[:, 0]
+    mask: `read` (n, C) the colour probe's reading of the answer's masks (`read_masks`). A
+    name whose mask is empty keeps its colour (None where it has none)."""
     chosen = []
     for name in names:
-        share = shares[name.target] if name.target < len(shares) else None
-        if share is None or share.sum() <= 0:
+        if name.target >= len(read) or read[name.target].sum() <= 0:
             chosen.append(name.colour)
             continue
         # label i is the probe's class i + 1 (class 0 is the background)
-        read = {
-            token: float((cells[label + 1] * share).sum()) for token, label in name.colours.items()
+        colours = {
+            token: float(read[name.target, label + 1]) for token, label in name.colours.items()
         }
-        chosen.append(max(read, key=read.__getitem__))
+        chosen.append(max(colours, key=colours.__getitem__))
     return chosen
+
+
+def mask_class(read: torch.Tensor) -> int | None:
+    """The class (an index into the probe's labels, background excluded) that the category
+    probe reads most inside a mask, from its reading (C,) (`read_masks`); None where empty."""
+    if read.sum() <= 0:
+        return None
+    return int(read[1:].argmax())
+
+
+def names_nothing(text: str, colours: Sequence[str]) -> bool:
+    """Whether a target, shown by the text before its marker, can be given a name there: the
+    answer names no class right before it (the caller checks) and its last word is no article
+    or colour ("Sure, it is" can become "Sure, it is the star"; "the red" cannot)."""
+    words = text.lower().split()
+    return bool(words) and words[-1].strip(",:;") not in ARTICLES | set(colours)

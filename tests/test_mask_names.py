@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pixelreason.api import encode_image
 from pixelreason.data.world.samples import generate_sample
-from pixelreason.models.mask_colour import colour_names, mask_colours
+from pixelreason.models.mask_names import (
+    colour_names,
+    mask_class,
+    mask_colours,
+    names_nothing,
+    read_masks,
+)
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 from pixelreason.tokenizer import bundled_tokenizer
@@ -59,20 +66,20 @@ def test_mask_colours_read_the_probe_inside_each_mask() -> None:
     masks[0, 10:50, 4:28] = 5.0  # left: on the green apple
     masks[1, 10:50, 36:60] = 5.0  # right: on the red one
     red, green = _ids(" red")[0], _ids(" green")[0]
-    assert mask_colours(cells, masks, names) == [green, red]
+    assert mask_colours(read_masks(cells, masks), names) == [green, red]
     masks[0] = -5.0  # an empty mask keeps the colour it was given
-    assert mask_colours(cells, masks, names) == [red, red]
+    assert mask_colours(read_masks(cells, masks), names) == [red, red]
 
 
 def test_bundled_default_names_the_colour_of_each_masked_sock() -> None:
     model, _ = load_model("default")
-    assert model.config.mask_colour
+    assert model.config.mask_names
     sample = generate_sample(0, "test", 56)  # "everything that usually comes in pairs"
     assert sorted(sample.target_names) == ["blue sock", "purple sock", "red sock"]
     cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
     turns = [[Turn(sample.texts[0])]]
     named = model.answer_batch([cache], turns)[0]
-    plain = model.answer_batch([cache], turns, mask_colour=False)[0]
+    plain = model.answer_batch([cache], turns, mask_names=False)[0]
     assert plain.text == "They are the purple sock <SEG> and the white sock <SEG>."
     assert named.text == "They are the purple sock <SEG> and the blue sock <SEG>."
     assert named.extras["mask_colour"] == {
@@ -86,3 +93,47 @@ def test_bundled_default_names_the_colour_of_each_masked_sock() -> None:
     blue = by_name["blue sock"]
     assert (masks[1] & blue).sum() > 0.9 * blue.sum()
     assert np.all([(masks[1] & by_name[n]).sum() == 0 for n in ("purple sock", "red sock")])
+
+
+def test_read_masks_and_mask_class_read_the_probe_inside_each_mask() -> None:
+    cells = torch.zeros(4, 2, 2)  # background and three classes on a 2 x 2 grid
+    cells[0] = 0.5
+    cells[2, 0, 0] = 0.5  # class 2 (label 1) in the top-left cell
+    cells[3, 1, :] = 0.5  # class 3 (label 2) along the bottom row
+    masks = torch.full((3, 8, 8), -1.0)
+    masks[0, :4, :4] = 1.0  # the top-left cell
+    masks[1, 4:, 2:6] = 1.0  # half of each bottom cell
+    read = read_masks(cells, masks)
+    assert torch.allclose(read[0], torch.tensor([0.5, 0.0, 0.5, 0.0]))
+    assert torch.allclose(read[1], torch.tensor([0.5, 0.0, 0.0, 0.5]))
+    assert [mask_class(r) for r in read] == [1, 2, None]  # the third mask is empty
+
+
+def test_names_nothing_leaves_articles_and_colours_to_the_answer() -> None:
+    colours = ["red", "green"]
+    assert names_nothing("Sure, it is ", colours)
+    assert names_nothing("Sure, the segmentation result is", colours)
+    assert not names_nothing("It is the red ", colours)
+    assert not names_nothing("It is the ", colours)
+    assert not names_nothing("", colours)
+
+
+def test_bundled_default_names_and_splits_a_target_it_named_by_no_class() -> None:
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", 227)  # "Where are the sailboats?"
+    assert sorted(sample.target_names) == ["blue sailboat", "blue sailboat", "brown sailboat"]
+    cache = encode_image(model, sample.image)  # with its pixels: region snap on, as bundled
+    turns = [[Turn(sample.texts[0])]]
+    plain = model.answer_batch([cache], turns, mask_names=False)[0]
+    named = model.answer_batch([cache], turns)[0]
+    assert plain.text == "Sure, it is <SEG>."  # one mask over every sailboat
+    boats = " and the ".join(["brown sailboat <SEG>"] + ["blue sailboat <SEG>"] * 3)
+    assert named.text == f"Sure, it is the {boats}."
+    assert named.extras["mask_class"] == [{"target": 0, "classes": ["sailboat"] * 4}]
+    masks = named.mask_logits.numpy() > 0
+    assert len(masks) == len(named.scores) == 4 and masks.sum(axis=0).max() == 1  # disjoint
+    union = plain.mask_logits[0].numpy() > 0
+    assert np.array_equal(masks.any(axis=0), union)
+    # two sailboats have a mask of their own; the third falls into two regions, two masks
+    best = [max((m & t).sum() / (m | t).sum() for m in masks) for t in sample.target_masks]
+    assert sorted(best)[1] > 0.9 and min(best) > 0.4
