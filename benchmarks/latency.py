@@ -67,6 +67,11 @@ def main() -> None:
         help="time each query with region snap off and on (the model's `snap_scale`), interleaved",
     )
     parser.add_argument(
+        "--compare-mask-names",
+        action="store_true",
+        help="time each query with mask names off and on (the model's `mask_names`), interleaved",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -127,6 +132,7 @@ def main() -> None:
         ("compare_knowledge", "knowledge_start", "knowledge check", ""),
         ("compare_instances", "instance_question", "instance question", ""),
         ("compare_snap", "snap_scale", "region snap", 0.0),
+        ("compare_mask_names", "mask_names", "mask names", False),
     ):
         if getattr(args, flag):
             compare(segmenter, cases, name, _switch(model.config, setting, off))
