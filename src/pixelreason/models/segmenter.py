@@ -835,8 +835,7 @@ class PixelReasonModel(nn.Module):
                 cache.regions[scale] = image_regions(cache.pixels, scale)
             answer.mask_logits = snap_logits(answer.mask_logits, cache.regions[scale], share)
         if chosen(mask_names, self.config.mask_names):
-            self._name_classes(features, answers)
-            self._name_colours(features, answers)
+            self._name_masks(features, answers)
         return answers
 
     def _ask_instances(
@@ -909,106 +908,102 @@ class PixelReasonModel(nn.Module):
         after = int((ids == marker).nonzero()[group[-1], 0]) + 1
         text = "".join(f" and the {name} {SEG_TOKEN}" for name in names)
         more = torch.tensor(tokenizer.encode(text, add_special_tokens=False), dtype=ids.dtype)
-        answer.token_ids = torch.cat([ids[:after], more, ids[after:]])
+        self._set_tokens(answer, torch.cat([ids[:after], more, ids[after:]]))
         at = group[-1] + 1
         logits = answer.mask_logits
         answer.mask_logits = torch.cat([logits[:at], spare.to(logits.dtype), logits[at:]])
         score = answer.scores[list(group)].mean().reshape(1).expand(len(spare))
         answer.scores = torch.cat([answer.scores[:at], score, answer.scores[at:]])
+
+    def _set_tokens(self, answer: Answer, ids: Sequence[int] | torch.Tensor) -> None:
+        """Give `answer` new token ids and the text they show (`raw_text` where it differs)."""
+        answer.token_ids = torch.as_tensor(ids, dtype=answer.token_ids.dtype)
         answer.text, raw = self._answer_text(answer.token_ids)
         if answer.text != raw:
             answer.extras["raw_text"] = raw
 
-    def _name_classes(self, features: torch.Tensor, answers: Sequence[Answer]) -> None:
-        """Mask names, in place (`pixelreason.models.mask_names`): each target the answer names
-        by no class ("Sure, it is <SEG>.") is named by the class the category probe reads most
-        inside its final mask ("... it is the star <SEG>."); with `instance_spare` the mask's
-        separate regions become targets of their own, each named by its own reading.
-        `extras["mask_class"]` lists the targets named."""
-        labels = self.config.probe_labels
+    def _name_masks(self, features: torch.Tensor, answers: Sequence[Answer]) -> None:
+        """Mask names, in place (`pixelreason.models.mask_names`): first each target named by
+        no class gets the class the category probe reads inside its final mask
+        (`_name_class`), then each target named as a category with colours the colour the
+        colour probe reads there (`_name_colours`). Needs one token marking each target."""
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
-        if self.probe is None or not labels or target_id is None:
+        if target_id is None:
             return
+        if self.probe is not None and self.config.probe_labels:
+            cells = cell_probabilities(self.probe, features).cpu()
+            for row, answer in enumerate(answers):
+                self._name_class(answer, cells[row], target_id)
+        if self.colour_probe is not None and self.config.colour_probe_labels:
+            cells = cell_probabilities(self.colour_probe, features).cpu()
+            for row, answer in enumerate(answers):
+                self._name_colours(answer, cells[row], target_id)
+
+    def _name_class(self, answer: Answer, cells: torch.Tensor, target_id: int) -> None:
+        """Each target `answer` names by no class ("Sure, it is <SEG>.") is named by the class
+        the category probe (cells (C, g, g) of its image) reads most inside its final mask
+        ("... it is the star <SEG>."); with `instance_spare` the mask's separate regions
+        become targets of their own, each named by its own reading. `extras["mask_class"]`
+        lists the targets named."""
+        labels = self.config.probe_labels
         tokenizer = self.preprocessor.tokenizer
         colours = [label.partition(" ")[0] for label in self.config.colour_probe_labels]
-        cells = cell_probabilities(self.probe, features).cpu()
-        for row, answer in enumerate(answers):
-            shown = answer.text.split(SEG_TOKEN)[:-1]
-            unnamed = [
-                k
-                for k, index in enumerate(target_classes(answer.text, labels))
-                if index is None
-                and k < len(answer.mask_logits)
-                and names_nothing(shown[k], colours)
+        shown = answer.text.split(SEG_TOKEN)[:-1]
+        unnamed = [
+            k
+            for k, index in enumerate(target_classes(answer.text, labels))
+            if index is None and k < len(answer.mask_logits) and names_nothing(shown[k], colours)
+        ]
+        named = []
+        for k in reversed(unnamed):  # from the last back: added words move only later ones
+            logits, _, spare = take_regions(
+                answer.mask_logits, [k], answer.mask_logits[k], spare=self.config.instance_spare
+            )
+            classes = [
+                mask_class(r) for r in read_masks(cells, torch.cat([logits[k : k + 1], spare]))
             ]
-            named = []
-            for k in reversed(unnamed):  # from the last back: added words move only later ones
-                logits, _, spare = take_regions(
-                    answer.mask_logits,
-                    [k],
-                    answer.mask_logits[k],
-                    spare=self.config.instance_spare,
-                )
-                read = read_masks(cells[row], torch.cat([logits[k : k + 1], spare]))
-                classes = [mask_class(r) for r in read]
-                if None in classes:
-                    continue  # an empty mask (a spare region is never empty)
-                answer.mask_logits = logits
-                # " the {name}" before the target's marker and the blank tokens before it
-                ids = answer.token_ids.tolist()
-                at = [i for i, token in enumerate(ids) if token == target_id][k]
-                while at > 0 and not tokenizer.decode([ids[at - 1]]).strip():
-                    at -= 1
-                words = tokenizer.encode(f" the {labels[classes[0]][0]}", add_special_tokens=False)
-                answer.token_ids = torch.tensor(
-                    ids[:at] + words + ids[at:], dtype=answer.token_ids.dtype
-                )
-                found = [labels[c][0] for c in classes if c is not None]
-                if len(spare):
-                    self._add_targets(answer, [k], spare, found[1:])
-                else:
-                    answer.text, raw = self._answer_text(answer.token_ids)
-                    if answer.text != raw:
-                        answer.extras["raw_text"] = raw
-                named.append({"target": k, "classes": found})
-            if named:
-                answer.extras["mask_class"] = named[::-1]
-
-    def _name_colours(self, features: torch.Tensor, answers: Sequence[Answer]) -> None:
-        """Mask colours, in place (`pixelreason.models.mask_names`): each target named as a
-        category with colours gets the colour the colour probe reads inside its final mask;
-        `extras["mask_colour"]` lists the words changed."""
-        labels = self.config.colour_probe_labels
-        target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
-        if self.colour_probe is None or not labels or target_id is None:
-            return
-        tokenizer = self.preprocessor.tokenizer
-        cells = cell_probabilities(self.colour_probe, features).cpu()
-        for row, answer in enumerate(answers):
-            names = colour_names(answer.token_ids.tolist(), tokenizer, labels, target_id)
-            if not names:
-                continue
-            chosen = mask_colours(read_masks(cells[row], answer.mask_logits), names)
+            if None in classes:
+                continue  # an empty mask (a spare region is never empty)
+            answer.mask_logits = logits
+            # " the {name}" before the target's marker and the blank tokens before it
             ids = answer.token_ids.tolist()
-            changed = []
-            # from the last name back, so that an added colour does not move the ones before
-            for name, colour in reversed(list(zip(names, chosen, strict=True))):
-                if colour is None or colour == name.colour:
-                    continue
-                was = None if name.colour is None else tokenizer.decode([name.colour]).strip()
-                if name.colour is None:
-                    ids.insert(name.position, colour)
-                else:
-                    ids[name.position] = colour
-                now = tokenizer.decode([colour]).strip()
-                changed.append({"target": name.target, "was": was, "now": now})
-            if not changed:
+            at = [i for i, token in enumerate(ids) if token == target_id][k]
+            while at > 0 and not tokenizer.decode([ids[at - 1]]).strip():
+                at -= 1
+            found = [labels[c][0] for c in classes if c is not None]
+            words = tokenizer.encode(f" the {found[0]}", add_special_tokens=False)
+            self._set_tokens(answer, ids[:at] + words + ids[at:])
+            if len(spare):
+                self._add_targets(answer, [k], spare, found[1:])
+            named.append({"target": k, "classes": found})
+        if named:
+            answer.extras["mask_class"] = named[::-1]
+
+    def _name_colours(self, answer: Answer, cells: torch.Tensor, target_id: int) -> None:
+        """Each target `answer` names as a category with colours gets the colour the colour
+        probe (cells (C, g, g) of its image) reads inside its final mask; `extras["mask_colour"]`
+        lists the words changed."""
+        tokenizer = self.preprocessor.tokenizer
+        ids = answer.token_ids.tolist()
+        names = colour_names(ids, tokenizer, self.config.colour_probe_labels, target_id)
+        if not names:
+            return
+        chosen = mask_colours(read_masks(cells, answer.mask_logits), names)
+        changed = []
+        # from the last name back, so that an added colour does not move the ones before
+        for name, colour in reversed(list(zip(names, chosen, strict=True))):
+            if colour is None or colour == name.colour:
                 continue
-            answer.token_ids = torch.tensor(ids, dtype=answer.token_ids.dtype)
+            was = None if name.colour is None else tokenizer.decode([name.colour]).strip()
+            if name.colour is None:
+                ids.insert(name.position, colour)
+            else:
+                ids[name.position] = colour
+            now = tokenizer.decode([colour]).strip()
+            changed.append({"target": name.target, "was": was, "now": now})
+        if changed:
             answer.extras["mask_colour"] = {"rejected": answer.text, "changed": changed[::-1]}
-            answer.text, raw = self._answer_text(answer.token_ids)
-            if answer.text != raw:
-                answer.extras["raw_text"] = raw
+            self._set_tokens(answer, ids)
 
     def _image_prefix(self, prompts: Sequence[torch.Tensor]) -> int:
         """How many first positions of the prompts depend on their images alone, so that the
