@@ -113,6 +113,11 @@ class ModelConfig:
     #: CATEGORY") gets the colour the colour probe reads there, so that two apples of
     #: different colours are not both "red".
     mask_names: bool = False
+    #: Relations at inference (`pixelreason.models.relations`; needs the instance question): a
+    #: question about a relation in plain English ("the cup left of the plant", "the biggest
+    #: fruit", "... What is closest to it?") is answered by asking the model where the
+    #: candidates and the reference are and choosing among their regions by geometry.
+    relations: bool = False
     #: Region snap at inference (`pixelreason.models.snap`; 0: off): the final masks follow
     #: the image's colour regions, found by Felzenszwalb's graph segmentation at this scale;
     #: a region is in a mask where the mask's mean probability over it reaches `snap_share`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from pixelreason.models.backbone import (
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import (
+    OUTSIDE_LOGIT,
     instance_question,
     repeated_classes,
     split_duplicates,
@@ -70,6 +72,7 @@ from pixelreason.models.presence import (
     written_before,
 )
 from pixelreason.models.probe import VisionProbe
+from pixelreason.models.relations import Relation, choose, object_proposals, parse_relation
 from pixelreason.models.sam import SamDecoder
 from pixelreason.models.snap import image_regions, snap_logits
 from pixelreason.processing import (
@@ -660,6 +663,7 @@ class PixelReasonModel(nn.Module):
         instance_question: str | None = None,
         snap_scale: float | None = None,
         mask_names: bool | None = None,
+        relations: bool | None = None,
         starts: Sequence[str] | None = None,
     ) -> list[Answer]:
         """Answer B conversations, each about its own cached image, with one `generate` call.
@@ -682,7 +686,11 @@ class PixelReasonModel(nn.Module):
         config's; 0 off) region snap (`pixelreason.models.snap`), on the final masks of images
         cached with their pixels; `mask_names` (default: the config's) then names each target
         the answer names by no class, and each target's colour, as the probes read them inside
-        the target's mask (`pixelreason.models.mask_names`). `starts`: per conversation,
+        the target's mask (`pixelreason.models.mask_names`). `relations` (default: the
+        config's; needs the instance question on) answers a question about a relation ("the
+        cup left of the plant", "the biggest fruit") by asking the model where the candidates
+        and the reference are and choosing by geometry (`pixelreason.models.relations`), before
+        region snap. `starts`: per conversation,
         words its answer starts with, written for the model (teacher-forced) before it goes on.
         """
         if len(caches) != len(turns_list):
@@ -825,6 +833,8 @@ class PixelReasonModel(nn.Module):
                 "knowledge_start": knowledge,
             }
             self._ask_instances(caches, answers, question, settings)
+            if chosen(relations, self.config.relations):
+                self._answer_relations(caches, turns_list, answers, settings)
         answers = self.head.follow_up(self, caches, turns_list, answers)
         scale = chosen(snap_scale, self.config.snap_scale)
         share = self.config.snap_share
@@ -895,6 +905,148 @@ class PixelReasonModel(nn.Module):
                     "region_pixels": regions,
                 }
             )
+
+    def _answer_relations(
+        self,
+        caches: Sequence[ImageCache],
+        turns_list: Sequence[Sequence[Turn]],
+        answers: list[Answer],
+        settings: dict[str, Any],
+    ) -> None:
+        """Relations, in place (`pixelreason.models.relations`): each answer whose question's
+        last turn asks about one becomes "It is the CLASS <SEG>." over the region the relation
+        picks among the model's own masks, where every part is found; `extras["relation"]`
+        tells what was asked and found, and keeps the model's own answer."""
+        for row, turns in enumerate(turns_list):
+            relation = parse_relation(turns[-1].user)
+            if relation is None:
+                continue
+            if relation.reference == "it" and not relation.context and len(turns) > 1:
+                relation = dataclasses.replace(relation, context=turns[-2].user)
+            found = self._relation_target(caches[row], relation, settings)
+            if found is None:
+                continue
+            index, logits, score, asked = found
+            answer = answers[row]
+            name = self.config.probe_labels[index][0]
+            text = f"It is the {name} {SEG_TOKEN}."
+            ids = self.preprocessor.tokenizer.encode(text, add_special_tokens=False)
+            answer.extras["relation"] = {**asked, "rejected": answer.text}
+            self._set_tokens(answer, ids)
+            answer.mask_logits = logits[None]
+            answer.scores = torch.tensor([score])
+
+    def _relation_target(
+        self, cache: ImageCache, relation: Relation, settings: dict[str, Any]
+    ) -> tuple[int, torch.Tensor, float, dict[str, Any]] | None:
+        """The class, (H, W) mask logits and score of the object `relation` picks in the
+        image, and what the model was asked; None where a part is not found."""
+        labels = self.config.probe_labels
+        asked: dict[str, Any] = {"relation": dataclasses.asdict(relation)}
+
+        def ask(questions: Sequence[str], start: str | None = None) -> list[Answer]:
+            return self.answer_batch(
+                [cache] * len(questions),
+                [[Turn(question)] for question in questions],
+                instance_question="" if start else None,
+                relations=False,
+                snap_scale=0.0,
+                mask_names=False,
+                starts=[start] * len(questions) if start else None,
+                **settings,
+            )
+
+        reference = None
+        reference_class = None
+        if relation.reference:
+            question = relation.context
+            if relation.reference != "it":
+                question = f"Segment the {relation.reference}."
+            said = ask([question])[0]
+            asked["reference"] = {"question": question, "answer": said.text}
+            if not len(said.scores):
+                return None
+            reference = (said.mask_logits > 0).any(dim=0).numpy()
+            classes = [c for c in target_classes(said.text, labels) if c is not None]
+            reference_class = classes[0] if classes else None
+        # which classes may hold the candidates: one named, a group's, or any the probe finds
+        named = mentioned_classes(relation.target, labels) if relation.target else []
+        if relation.kind == "other" and not named and reference_class is not None:
+            named = [reference_class]
+        if len(named) > 1 or (relation.kind == "other" and not named):
+            return None
+        wanted = set(named)
+        if relation.target and not named:  # a group: the classes the model names for it
+            question = (
+                f"Where are the {relation.target}?"
+                if relation.target.endswith("s")
+                else f"Find every {relation.target} in this picture."
+            )
+            reply = ask([question])[0]
+            asked["candidates"] = {"question": question, "answer": reply.text}
+            wanted = {c for c in target_classes(reply.text, labels) if c is not None}
+            if not wanted:
+                return None
+        presence = class_presence(
+            self.probe, cache.features, cache.context if self.config.presence_mask_head else None
+        )[0]
+        threshold = settings.get("presence_threshold") or self.config.presence_threshold
+        classes = sorted(wanted | {c for c in range(len(labels)) if presence[c] >= threshold})
+        template = self.config.instance_question
+        replies = ask([instance_question(template, labels[c]) for c in classes], INSTANCE_ANSWER)
+        found = [
+            (c, reply.mask_logits.max(dim=0).values, float(reply.scores.mean()))
+            for c, reply in zip(classes, replies, strict=True)
+            if len(reply.scores)
+        ]
+        if not found:
+            return None
+        regions = object_proposals(torch.stack([logits for _, logits, _ in found]))
+        candidates = [
+            (found[k][0], found[k][1], found[k][2], region)
+            for k, region in regions
+            if not wanted or found[k][0] in wanted
+        ]
+        if relation.kind == "colour" and candidates:
+            candidates = self._same_colour(cache, relation, candidates, reference, reference_class)
+        if not candidates:
+            return None
+        pick = choose(relation, [region for *_, region in candidates], reference)
+        if pick is None:
+            return None
+        c, logits, score, region = candidates[pick]
+        inside = torch.as_tensor(region)
+        return c, torch.where(inside, logits, logits.clamp(max=OUTSIDE_LOGIT)), score, asked
+
+    def _same_colour(
+        self,
+        cache: ImageCache,
+        relation: Relation,
+        candidates: list[tuple[int, torch.Tensor, float, np.ndarray]],
+        reference: np.ndarray | None,
+        reference_class: int | None,
+    ) -> list[tuple[int, torch.Tensor, float, np.ndarray]]:
+        """The candidates whose colour, as the colour probe reads it inside their region, is
+        the relation's colour word or else the reference's; none without a colour probe."""
+        if self.colour_probe is None or not self.config.colour_probe_labels:
+            return []
+        pairs = [label.partition(" ")[::2] for label in self.config.colour_probe_labels]
+        cells = cell_probabilities(self.colour_probe, cache.features)[0].cpu()
+
+        def colour(mask: np.ndarray, index: int | None) -> str | None:
+            read = read_masks(cells, torch.as_tensor(mask)[None].float())[0]
+            name = None if index is None else self.config.probe_labels[index][0]
+            options = [k for k, (_, category) in enumerate(pairs) if name in (None, category)]
+            if not options or read.sum() <= 0:
+                return None
+            return pairs[max(options, key=lambda k: float(read[k + 1]))][0]
+
+        wanted = relation.colour.replace("gray", "grey") or (
+            None if reference is None else colour(reference, reference_class)
+        )
+        if wanted is None:
+            return []
+        return [c for c in candidates if colour(c[3], c[0]) == wanted]
 
     def _add_targets(
         self, answer: Answer, group: Sequence[int], spare: torch.Tensor, names: Sequence[str]
