@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from pixelreason.models.relations import Relation, choose, object_proposals, parse_relation
+from pixelreason.models.relations import (
+    Relation,
+    choose,
+    distinct,
+    object_proposals,
+    parse_relation,
+)
 
 
 @pytest.mark.parametrize(
@@ -145,3 +151,13 @@ def test_object_proposals_are_each_masks_regions_without_specks():
     found = object_proposals(logits)
     assert [(k, int(r.sum())) for k, r in found] == [(0, 100), (0, 64), (1, 80)]
     assert object_proposals(torch.full((1, 8, 8), -1.0)) == []
+
+
+def test_distinct_keeps_the_stronger_of_overlapping_regions():
+    a, b, c = _square(0, 0, 10), _square(2, 2, 10), _square(25, 25, 5)
+    # b overlaps a by 64 of 100 px: one object; b's class is read more there
+    assert distinct([a, b, c], [0.2, 0.6, 0.1]) == [1, 2]
+    assert distinct([a, b, c], [0.7, 0.6, 0.1]) == [0, 2]
+    # a small region half inside a big one is the same object too
+    assert distinct([_square(0, 0, 20), _square(15, 15, 6)], [0.9, 0.1]) == [0]
+    assert distinct([_square(0, 0, 20), _square(18, 18, 6)], [0.9, 0.1]) == [0, 1]

@@ -291,6 +291,16 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "(default: the model's setting, on for the bundled default)",
     )
     parser.add_argument(
+        "--relations",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="relations (models with probe labels and the instance question): a question about "
+        "positions or sizes ('the cup left of the plant', 'the biggest fruit', '... What is "
+        "closest to it?') asks the model where the candidates and the reference are and picks "
+        "among their regions by geometry (default: the model's setting, on for the bundled "
+        "default)",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -335,6 +345,8 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         model.config.instance_spare = args.instance_spare
     if args.mask_names is not None:
         model.config.mask_names = args.mask_names
+    if args.relations is not None:
+        model.config.relations = args.relations
     if args.snap_scale is not None:
         if not 0 <= args.snap_scale <= 1e5:
             raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")

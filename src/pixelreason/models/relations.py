@@ -243,6 +243,20 @@ def object_proposals(logits: torch.Tensor, min_pixels: int = 8) -> list[tuple[in
     return found
 
 
+def distinct(regions: Sequence[np.ndarray], strengths: Sequence[float]) -> list[int]:
+    """Indices of the regions (bool (H, W)) that are distinct objects, in order: where two
+    overlap by half of the smaller or more, they are one object with two classes' masks on
+    it, and the one of greater `strength` (how much the probe reads its class there) stays."""
+    kept: list[int] = []
+    for i in sorted(range(len(regions)), key=lambda i: -strengths[i]):
+        area = int(regions[i].sum())
+        if all(
+            (regions[i] & regions[j]).sum() < 0.5 * min(area, int(regions[j].sum())) for j in kept
+        ):
+            kept.append(i)
+    return sorted(kept)
+
+
 @dataclass(frozen=True)
 class Shape:
     """A region's geometry, in pixels: centroid, box (x0, y0, x1, y1, inclusive) and area."""

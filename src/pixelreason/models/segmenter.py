@@ -72,7 +72,13 @@ from pixelreason.models.presence import (
     written_before,
 )
 from pixelreason.models.probe import VisionProbe
-from pixelreason.models.relations import Relation, choose, object_proposals, parse_relation
+from pixelreason.models.relations import (
+    Relation,
+    choose,
+    distinct,
+    object_proposals,
+    parse_relation,
+)
 from pixelreason.models.sam import SamDecoder
 from pixelreason.models.snap import image_regions, snap_logits
 from pixelreason.processing import (
@@ -992,6 +998,7 @@ class PixelReasonModel(nn.Module):
         )[0]
         threshold = settings.get("presence_threshold") or self.config.presence_threshold
         classes = sorted(wanted | {c for c in range(len(labels)) if presence[c] >= threshold})
+        asked["classes"] = [labels[c][0] for c in classes]
         template = self.config.instance_question
         replies = ask([instance_question(template, labels[c]) for c in classes], INSTANCE_ANSWER)
         found = [
@@ -1001,10 +1008,18 @@ class PixelReasonModel(nn.Module):
         ]
         if not found:
             return None
-        regions = object_proposals(torch.stack([logits for _, logits, _ in found]))
+        proposals = object_proposals(torch.stack([logits for _, logits, _ in found]))
+        if not proposals:
+            return None
+        # one object, one class: of overlapping regions, the one whose class the probe reads
+        # most there (its share of the reading) stays
+        cells = cell_probabilities(self.probe, cache.features)[0].cpu()
+        read = read_masks(cells, torch.as_tensor(np.stack([r for _, r in proposals])))
+        share = read / read.sum(dim=1, keepdim=True).clamp(min=1e-9)
+        strengths = [float(share[i, found[k][0] + 1]) for i, (k, _) in enumerate(proposals)]
         candidates = [
             (found[k][0], found[k][1], found[k][2], region)
-            for k, region in regions
+            for k, region in (proposals[i] for i in distinct([r for _, r in proposals], strengths))
             if not wanted or found[k][0] in wanted
         ]
         if relation.kind == "colour" and candidates:
