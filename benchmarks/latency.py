@@ -72,6 +72,11 @@ def main() -> None:
         help="time each query with mask names off and on (the model's `mask_names`), interleaved",
     )
     parser.add_argument(
+        "--compare-relations",
+        action="store_true",
+        help="time each query with relations off and on (the model's `relations`), interleaved",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -133,6 +138,7 @@ def main() -> None:
         ("compare_instances", "instance_question", "instance question", ""),
         ("compare_snap", "snap_scale", "region snap", 0.0),
         ("compare_mask_names", "mask_names", "mask names", False),
+        ("compare_relations", "relations", "relations", False),
     ):
         if getattr(args, flag):
             compare(segmenter, cases, name, _switch(model.config, setting, off))

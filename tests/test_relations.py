@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pixelreason.api import encode_image
+from pixelreason.data.world.samples import generate_sample
 from pixelreason.models.relations import (
     Relation,
     choose,
@@ -13,6 +15,8 @@ from pixelreason.models.relations import (
     object_proposals,
     parse_relation,
 )
+from pixelreason.prompting import Turn
+from pixelreason.registry import load_model
 
 
 @pytest.mark.parametrize(
@@ -161,3 +165,50 @@ def test_distinct_keeps_the_stronger_of_overlapping_regions():
     # a small region half inside a big one is the same object too
     assert distinct([_square(0, 0, 20), _square(15, 15, 6)], [0.9, 0.1]) == [0]
     assert distinct([_square(0, 0, 20), _square(18, 18, 6)], [0.9, 0.1]) == [0, 1]
+
+
+def _iou(mask: np.ndarray, target: np.ndarray) -> float:
+    return float((mask & target).sum() / max((mask | target).sum(), 1))
+
+
+def test_bundled_default_answers_a_relation_by_the_regions_it_finds() -> None:
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", 221)
+    assert sample.texts[0] == "Segment the trash can on the right side of the white phone."
+    assert sample.target_names == ["grey trash can"]
+    cache = encode_image(model, sample.image)
+    turns = [[Turn(sample.texts[0])]]
+    plain = model.answer_batch([cache], turns, relations=False)[0]
+    related = model.answer_batch([cache], turns)[0]
+    target = sample.target_masks[0].astype(bool)
+    assert plain.text == "The green trash can <SEG>."  # the model alone takes the other one
+    assert _iou(plain.mask_logits[0].numpy() > 0, target) < 0.1
+    assert related.text == "It is the grey trash can <SEG>."
+    assert len(related.mask_logits) == len(related.scores) == 1
+    assert _iou(related.mask_logits[0].numpy() > 0, target) > 0.8
+    asked = related.extras["relation"]
+    assert asked["relation"]["kind"] == "relative" and asked["relation"]["direction"] == "right"
+    assert asked["reference"]["question"] == "Segment the white phone."
+    assert "trash can" in asked["classes"]
+
+
+def test_bundled_default_follow_up_refers_to_the_conversation() -> None:
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", 47)
+    assert sample.texts[0] == (
+        "Can you find the pink star in this picture? Which object is under it?"
+    )
+    target = sample.target_masks[0].astype(bool)
+    cache = encode_image(model, sample.image)
+    first, second = sample.conversation
+    joined = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    # asked as a conversation, "it" is the object of the turn before
+    chat = [Turn(first[0], "It is the pink star <SEG>."), Turn(second[0])]
+    answer = model.answer_batch([cache], [chat])[0]
+    for result in (joined, answer):
+        assert result.text == "It is the black scissors <SEG>."
+        assert _iou(result.mask_logits[0].numpy() > 0, target) > 0.8
+    assert answer.extras["relation"]["reference"]["question"] == first[0]
+    # a turn whose "it" has nothing to refer to is the model's own answer
+    alone = model.answer_batch([cache], [[Turn(second[0])]])[0]
+    assert "relation" not in alone.extras

@@ -179,6 +179,8 @@ class ImageCache:
 
 #: `Answer.extras` keys of the inference checks, in the order they run.
 CHECK_KEYS = ("request_check", "knowledge_check", "presence_check", "colour_check")
+#: `answer_batch`'s settings of the inference checks, passed on to the questions they ask.
+CHECK_SETTINGS = ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start")
 #: The answer the instance question is given: one of the semantic-segmentation answers the model
 #: was trained on (`pixelreason.data.templates.SEGMENT_ANSWERS`).
 INSTANCE_ANSWER = "It is <SEG>."
@@ -712,6 +714,27 @@ class PixelReasonModel(nn.Module):
             None if v is None else torch.as_tensor(v, dtype=torch.float32, device=self.device)
             for v in locations
         ]
+        question = self.config.instance_question if instance_question is None else instance_question
+        if (
+            (self.config.relations if relations is None else relations)
+            and question
+            and starts is None
+            and all(v is None for v in locations)
+            and self.probe is not None
+            and self.config.probe_labels
+            and SEG_TOKEN in getattr(self.head, "token_ids", {})
+        ):
+            options = {
+                "max_new_tokens": max_new_tokens,
+                "do_sample": do_sample,
+                "temperature": temperature,
+                "presence_threshold": presence_threshold,
+                "colour_threshold": colour_threshold,
+                "request_threshold": request_threshold,
+                "knowledge_start": knowledge_start,
+                "instance_question": instance_question,
+            }
+            return self._with_relations(caches, turns_list, options, snap_scale, mask_names)
         prompts = [self.preprocessor.encode(turns, image=True).input_ids for turns in turns_list]
         tokenizer = self.preprocessor.tokenizer
         shared = self._image_prefix(prompts) if self.reuse_states else 0
@@ -824,7 +847,6 @@ class PixelReasonModel(nn.Module):
             self._check_colour(
                 caches, answers, generations, (colour, probed), embeds, attention, checked
             )
-        question = self.config.instance_question if instance_question is None else instance_question
         # it needs the classes' names, and one token marking each target (not SAM4MLLM's text)
         if (
             question
@@ -839,10 +861,19 @@ class PixelReasonModel(nn.Module):
                 "knowledge_start": knowledge,
             }
             self._ask_instances(caches, answers, question, settings)
-            if chosen(relations, self.config.relations):
-                self._answer_relations(caches, turns_list, answers, settings)
+        return self._finish(caches, turns_list, answers, snap_scale, mask_names)
+
+    def _finish(
+        self,
+        caches: Sequence[ImageCache],
+        turns_list: Sequence[Sequence[Turn]],
+        answers: list[Answer],
+        snap_scale: float | None,
+        mask_names: bool | None,
+    ) -> list[Answer]:
+        """The last steps of `answer_batch`: the head's follow-up, region snap, mask names."""
         answers = self.head.follow_up(self, caches, turns_list, answers)
-        scale = chosen(snap_scale, self.config.snap_scale)
+        scale = self.config.snap_scale if snap_scale is None else snap_scale
         share = self.config.snap_share
         for cache, answer in zip(caches, answers, strict=True):
             if scale <= 0 or cache.pixels is None:
@@ -850,8 +881,8 @@ class PixelReasonModel(nn.Module):
             if scale not in cache.regions:
                 cache.regions[scale] = image_regions(cache.pixels, scale)
             answer.mask_logits = snap_logits(answer.mask_logits, cache.regions[scale], share)
-        if chosen(mask_names, self.config.mask_names):
-            self._name_masks(features, answers)
+        if self.config.mask_names if mask_names is None else mask_names:
+            self._name_masks(torch.cat([cache.features for cache in caches]), answers)
         return answers
 
     def _ask_instances(
@@ -912,35 +943,64 @@ class PixelReasonModel(nn.Module):
                 }
             )
 
-    def _answer_relations(
+    def _with_relations(
         self,
         caches: Sequence[ImageCache],
         turns_list: Sequence[Sequence[Turn]],
-        answers: list[Answer],
-        settings: dict[str, Any],
-    ) -> None:
-        """Relations, in place (`pixelreason.models.relations`): each answer whose question's
-        last turn asks about one becomes "It is the CLASS <SEG>." over the region the relation
-        picks among the model's own masks, where every part is found; `extras["relation"]`
-        tells what was asked and found, and keeps the model's own answer."""
+        options: dict[str, Any],
+        snap_scale: float | None,
+        mask_names: bool | None,
+    ) -> list[Answer]:
+        """`answer_batch` with relations (`pixelreason.models.relations`): each conversation
+        whose last turn asks about one is answered "It is the CLASS <SEG>." over the region
+        the relation picks among the model's own masks, where every part is found
+        (`extras["relation"]` tells what was asked and found); the others, and those where a
+        part is not found, are answered as without relations, in one batch."""
+        settings = {k: options[k] for k in ("max_new_tokens", *CHECK_SETTINGS)}
+        resolved: dict[int, Answer] = {}
         for row, turns in enumerate(turns_list):
             relation = parse_relation(turns[-1].user)
             if relation is None:
                 continue
             if relation.reference == "it" and not relation.context and len(turns) > 1:
                 relation = dataclasses.replace(relation, context=turns[-2].user)
+            if relation.reference == "it" and not relation.context:
+                continue
             found = self._relation_target(caches[row], relation, settings)
             if found is None:
                 continue
             index, logits, score, asked = found
-            answer = answers[row]
-            name = self.config.probe_labels[index][0]
-            text = f"It is the {name} {SEG_TOKEN}."
-            ids = self.preprocessor.tokenizer.encode(text, add_special_tokens=False)
-            answer.extras["relation"] = {**asked, "rejected": answer.text}
+            ids = self.preprocessor.tokenizer.encode(
+                f"It is the {self.config.probe_labels[index][0]} {SEG_TOKEN}.",
+                add_special_tokens=False,
+            )
+            answer = Answer("", torch.tensor(ids), logits[None], torch.tensor([score]))
             self._set_tokens(answer, ids)
-            answer.mask_logits = logits[None]
-            answer.scores = torch.tensor([score])
+            answer.extras["relation"] = asked
+            resolved[row] = answer
+        rest = [row for row in range(len(caches)) if row not in resolved]
+        answers = dict(resolved)
+        if rest:
+            others = self.answer_batch(
+                [caches[row] for row in rest],
+                [turns_list[row] for row in rest],
+                relations=False,
+                snap_scale=snap_scale,
+                mask_names=mask_names,
+                **options,
+            )
+            answers.update(zip(rest, others, strict=True))
+        if resolved:
+            rows = sorted(resolved)
+            finished = self._finish(
+                [caches[row] for row in rows],
+                [turns_list[row] for row in rows],
+                [resolved[row] for row in rows],
+                snap_scale,
+                mask_names,
+            )
+            answers.update(zip(rows, finished, strict=True))
+        return [answers[row] for row in range(len(caches))]
 
     def _relation_target(
         self, cache: ImageCache, relation: Relation, settings: dict[str, Any]
@@ -959,7 +1019,7 @@ class PixelReasonModel(nn.Module):
                 snap_scale=0.0,
                 mask_names=False,
                 starts=[start] * len(questions) if start else None,
-                **settings,
+                **{**settings, **({"knowledge_start": ""} if start else {})},
             )
 
         reference = None
