@@ -957,6 +957,8 @@ class PixelReasonModel(nn.Module):
         (`extras["relation"]` tells what was asked and found); the others, and those where a
         part is not found, are answered as without relations, in one batch."""
         settings = {k: options[k] for k in ("max_new_tokens", *CHECK_SETTINGS)}
+        template = options["instance_question"]
+        template = self.config.instance_question if template is None else template
         resolved: dict[int, Answer] = {}
         for row, turns in enumerate(turns_list):
             relation = parse_relation(turns[-1].user)
@@ -966,7 +968,7 @@ class PixelReasonModel(nn.Module):
                 relation = dataclasses.replace(relation, context=turns[-2].user)
             if relation.reference == "it" and not relation.context:
                 continue
-            found = self._relation_target(caches[row], relation, settings)
+            found = self._relation_target(caches[row], relation, template, settings)
             if found is None:
                 continue
             index, logits, score, asked = found
@@ -1003,10 +1005,12 @@ class PixelReasonModel(nn.Module):
         return [answers[row] for row in range(len(caches))]
 
     def _relation_target(
-        self, cache: ImageCache, relation: Relation, settings: dict[str, Any]
+        self, cache: ImageCache, relation: Relation, template: str, settings: dict[str, Any]
     ) -> tuple[int, torch.Tensor, float, dict[str, Any]] | None:
         """The class, (H, W) mask logits and score of the object `relation` picks in the
-        image, and what the model was asked; None where a part is not found."""
+        image, and what the model was asked; None where a part is not found. The candidates
+        are the regions of the answers to the instance question (`template`) about each class
+        that may hold them."""
         labels = self.config.probe_labels
         asked: dict[str, Any] = {"relation": dataclasses.asdict(relation)}
 
@@ -1056,10 +1060,10 @@ class PixelReasonModel(nn.Module):
         presence = class_presence(
             self.probe, cache.features, cache.context if self.config.presence_mask_head else None
         )[0]
-        threshold = settings.get("presence_threshold") or self.config.presence_threshold
+        # the presence check's threshold, also where the check is off (0)
+        threshold = settings["presence_threshold"] or self.config.presence_threshold
         classes = sorted(wanted | {c for c in range(len(labels)) if presence[c] >= threshold})
         asked["classes"] = [labels[c][0] for c in classes]
-        template = self.config.instance_question
         replies = ask([instance_question(template, labels[c]) for c in classes], INSTANCE_ANSWER)
         found = [
             (c, reply.mask_logits.max(dim=0).values, float(reply.scores.mean()))
