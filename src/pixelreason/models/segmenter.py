@@ -717,12 +717,10 @@ class PixelReasonModel(nn.Module):
         question = self.config.instance_question if instance_question is None else instance_question
         if (
             (self.config.relations if relations is None else relations)
-            and question
+            and self._asks_instances(question)
             and starts is None
             and all(v is None for v in locations)
             and self.probe is not None
-            and self.config.probe_labels
-            and SEG_TOKEN in getattr(self.head, "token_ids", {})
         ):
             options = {
                 "max_new_tokens": max_new_tokens,
@@ -847,12 +845,7 @@ class PixelReasonModel(nn.Module):
             self._check_colour(
                 caches, answers, generations, (colour, probed), embeds, attention, checked
             )
-        # it needs the classes' names, and one token marking each target (not SAM4MLLM's text)
-        if (
-            question
-            and self.config.probe_labels
-            and SEG_TOKEN in getattr(self.head, "token_ids", {})
-        ):
+        if self._asks_instances(question):
             settings = {
                 "max_new_tokens": max_new_tokens,
                 "presence_threshold": presence,
@@ -884,6 +877,12 @@ class PixelReasonModel(nn.Module):
         if self.config.mask_names if mask_names is None else mask_names:
             self._name_masks(torch.cat([cache.features for cache in caches]), answers)
         return answers
+
+    def _asks_instances(self, question: str) -> bool:
+        """Whether the model can ask the instance question `question` ("" is off): it needs
+        the classes' names, and one token marking each target (not SAM4MLLM's text)."""
+        marks_targets = SEG_TOKEN in getattr(self.head, "token_ids", {})
+        return bool(question and self.config.probe_labels and marks_targets)
 
     def _ask_instances(
         self,
