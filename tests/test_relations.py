@@ -98,6 +98,8 @@ def test_parse_relation_follow_ups_refer_to_the_earlier_sentences(
         "Find the thing that goes over the fire and tell me why.",  # a clause, not a subject
         "Segment all the fruits.",
         "Which is the biggest and the smallest?",  # two relations
+        # a clause before the corner, not a subject: left to the model (once a traceback)
+        "What is the object that you can see clearly in the bottom right corner of the image?",
         "",
     ],
 )

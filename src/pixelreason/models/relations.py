@@ -79,10 +79,7 @@ _TRAIL = re.compile(
 _BARE = re.compile(r"^(?:please\s+)?(?:segment|show|highlight|mark|find)(?:\s+me)?\s+(?:it|them)$")
 _WHERE = re.compile(r"\s+(?:in|on|of|from)\s+(?:the|this)\s+(?:image|picture|photo|scene)\b.*$")
 _CORNER = re.compile(r"\b(top|upper|bottom|lower)[ -](left|right)\b")
-_COLOURS = (
-    "red|orange|yellow|green|blue|purple|pink|brown|white|black|grey|gray|"
-    "striped|spotted|dotted|checkered"
-)
+_COLOURS = "red|orange|yellow|green|blue|purple|pink|brown|white|black|grey|gray"
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ def parse_relation(query: str) -> Relation | None:
     Only a relation with a candidate phrase the sentence names as its subject counts: "What is
     over the lamp?" (any object), "Which cup is left of the plant?". A sentence with none of
     the relation words, or more than one relation, gives None, and so do facts that merely
-    contain such a word when no reference follows ("something to put over a wound")."""
+    contain such a word with no definite object after it ("something to put over a wound")."""
     sentences = _SENTENCES.split(query.strip())
     if len(sentences) > 1 and _BARE.match(sentences[-1].lower().strip().rstrip(".?!").strip()):
         sentences = sentences[:-1]
@@ -135,6 +132,8 @@ def parse_relation(query: str) -> Relation | None:
     if corner and re.search(r"\bcorner\b|\b(?:image|picture|photo|scene)\b", last):
         vertical = "top" if corner.group(1) in ("top", "upper") else "bottom"
         subject = _subject(last[: corner.start()])
+        if subject is None:  # a clause, not a subject: left to the model, as for relatives
+            return None
         return Relation("corner", f"{vertical} {corner.group(2)}", _noun(subject))
     words = re.findall(r"[a-z]+", last)
     extremes = [w for w in words if w in EXTREME]
@@ -294,17 +293,17 @@ def choose(
     relation: Relation,
     candidates: Sequence[np.ndarray],
     reference: np.ndarray | None = None,
-    size: tuple[int, int] | None = None,
 ) -> int | None:
-    """The index of the candidate region (bool (H, W) masks) that `relation` names, or None.
+    """The index of the candidate region (bool (H, W) masks, at the image's size) that
+    `relation` names, or None.
 
     `reference`: the reference object's mask (relative, other, colour; candidates that lie
-    mostly inside it are it, not others). `size`: the image's (H, W) (corner; default the
-    masks'). Relative: of the candidates whose centroid clears the reference's box on that
-    side (or, where none does, its centroid), the one nearest the reference; "near": the
-    nearest of all. Extreme: the farthest centroid that way; corner: the centroid nearest the
-    corner; size: the largest or smallest area. "other" and "colour" leave the choice among
-    the candidates (already the right class or colour) to the nearest to the reference."""
+    mostly inside it are it, not others). Relative: of the candidates whose centroid clears
+    the reference's box on that side (or, where none does, its centroid), the one nearest the
+    reference; "near": the nearest of all. Extreme: the farthest centroid that way; corner:
+    the centroid nearest the corner; size: the largest or smallest area. "other" and "colour"
+    leave the choice among the candidates (already the right class or colour) to the nearest
+    to the reference."""
     shapes = [Shape.of(c) if c.any() else None for c in candidates]
     pool = [i for i, s in enumerate(shapes) if s is not None]
     ref = None
@@ -339,7 +338,7 @@ def choose(
         }
         return min(pool, key=keys[relation.direction])
     if relation.kind == "corner":
-        height, width = size or candidates[0].shape
+        height, width = candidates[0].shape
         vertical, horizontal = relation.direction.split()
         x = 0.0 if horizontal == "left" else width - 1.0
         y = 0.0 if vertical == "top" else height - 1.0
