@@ -77,6 +77,12 @@ def main() -> None:
         help="time each query with relations off and on (the model's `relations`), interleaved",
     )
     parser.add_argument(
+        "--compare-colour-pixels",
+        action="store_true",
+        help="time each query with pixel colours and colour requests off and on (the model's "
+        "`colour_pixels` and `colour_requests`), interleaved",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -132,6 +138,16 @@ def main() -> None:
             model.reuse_states = on
 
         compare(segmenter, cases, "reuse", reuse)
+        return
+    if args.compare_colour_pixels:
+        pixels = _switch(model.config, "colour_pixels", False)
+        requests = _switch(model.config, "colour_requests", False)
+
+        def colours(on: bool) -> None:
+            pixels(on)
+            requests(on)
+
+        compare(segmenter, cases, "pixel colours", colours)
         return
     for flag, setting, name, off in (
         ("compare_knowledge", "knowledge_start", "knowledge check", ""),

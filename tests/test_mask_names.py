@@ -125,10 +125,20 @@ def test_bundled_default_names_and_splits_a_target_it_named_by_no_class() -> Non
     cache = encode_image(model, sample.image)  # with its pixels: region snap on, as bundled
     turns = [[Turn(sample.texts[0])]]
     plain = model.answer_batch([cache], turns, mask_names=False)[0]
-    named = model.answer_batch([cache], turns)[0]
+    # the colours as the colour probe reads them (the pixels' reading is checked below)
+    model.config.colour_pixels = False
+    try:
+        named = model.answer_batch([cache], turns)[0]
+    finally:
+        model.config.colour_pixels = True
     assert plain.text == "Sure, it is <SEG>."  # one mask over every sailboat
     boats = " and the ".join(["brown sailboat <SEG>"] + ["blue sailboat <SEG>"] * 3)
     assert named.text == f"Sure, it is the {boats}."
+    # off the pixels, the region that holds only the third boat's white sail reads white
+    pixels = model.answer_batch([cache], turns)[0]
+    boats = " and the ".join(f"{c} sailboat <SEG>" for c in ("brown", "blue", "white", "blue"))
+    assert pixels.text == f"Sure, it is the {boats}."
+    assert torch.equal(pixels.mask_logits, named.mask_logits)
     assert named.extras["mask_class"] == [{"target": 0, "classes": ["sailboat"] * 4}]
     masks = named.mask_logits.numpy() > 0
     assert len(masks) == len(named.scores) == 4 and masks.sum(axis=0).max() == 1  # disjoint

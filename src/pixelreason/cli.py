@@ -111,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _serve_parser(commands)
 
+    colours = commands.add_parser(
+        "fit-colours",
+        help="count a model's pixel colours on ReasonWorld scenes (for --colour-pixels)",
+        description="Count, for each of MODEL_DIR's colour probe labels ('red apple', ...), "
+        "how often its objects' visible pixels fall into each RGB bin, on --scenes ReasonWorld "
+        "training scenes, and write the counts beside the weights (pixel_colours.safetensors) "
+        "with colour_pixels on: mask names and 'same colour' relations then read a mask's "
+        "colour off the pixels inside it. Seconds per thousand scenes.",
+    )
+    colours.add_argument("model_dir", help="a model directory with ReasonWorld's colour labels")
+    colours.add_argument(
+        "--scenes", type=int, default=2000, help="scenes to count (default: %(default)s)"
+    )
+    colours.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
+
     world = commands.add_parser(
         "world",
         help="export ReasonWorld splits in the ReasonSeg or MUSE format",
@@ -291,6 +306,15 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "(default: the model's setting, on for the bundled default)",
     )
     parser.add_argument(
+        "--colour-pixels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mask names and 'same colour' relations read each mask's colour off the image's "
+        "pixels inside it (models with pixel colours, written by `pixelreason fit-colours`) "
+        "rather than off the colour probe (default: the model's setting, on for the bundled "
+        "default)",
+    )
+    parser.add_argument(
         "--relations",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -347,6 +371,12 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         model.config.mask_names = args.mask_names
     if args.relations is not None:
         model.config.relations = args.relations
+    if args.colour_pixels is not None:
+        if args.colour_pixels and model.pixel_colours is None:
+            raise InputError(
+                "--colour-pixels needs a model with pixel colours (`pixelreason fit-colours`)"
+            )
+        model.config.colour_pixels = args.colour_pixels
     if args.snap_scale is not None:
         if not 0 <= args.snap_scale <= 1e5:
             raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")
@@ -561,6 +591,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_colours(args: argparse.Namespace) -> int:
+    from pixelreason.config import ModelConfig
+    from pixelreason.errors import InputError
+    from pixelreason.models.pixel_colours import fit_world
+
+    if not 1 <= args.scenes <= 1_000_000:
+        raise InputError(f"--scenes must be between 1 and 1000000, got {args.scenes}")
+    config = ModelConfig.load(args.model_dir)
+    if not config.colour_probe_labels:
+        raise InputError(f"{args.model_dir} has no colour probe labels to count")
+    try:
+        reader = fit_world(config.colour_probe_labels, args.scenes, seed=args.seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    # the counts first: a config that sets colour_pixels is never left without them
+    reader.save(args.model_dir)
+    config.colour_pixels = True
+    config.save(args.model_dir)
+    print(f"counted {args.scenes} scenes; colour_pixels on in {args.model_dir}")
+    return 0
+
+
 def cmd_world(args: argparse.Namespace) -> int:
     from pixelreason.data.world.export import main as export_main
 
@@ -584,6 +636,7 @@ COMMANDS = {
     "train": cmd_train,
     "eval": cmd_eval,
     "world": cmd_world,
+    "fit-colours": cmd_fit_colours,
     "serve": cmd_serve,
 }
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pixelreason.errors import CheckpointError
+from pixelreason.utils.files import atomic_write_bytes
 
 #: Key of a SAM config (ours, not transformers') naming its image encoder (`models.sam`).
 ENCODER_KEY = "image_encoder"
@@ -113,6 +114,16 @@ class ModelConfig:
     #: CATEGORY") gets the colour the colour probe reads there, so that two apples of
     #: different colours are not both "red".
     mask_names: bool = False
+    #: Mask names and the relations' "same colour" read colours off the image's pixels inside
+    #: each mask (`pixelreason.models.pixel_colours`, counts kept beside the weights and written
+    #: by `pixelreason fit-colours`) rather than off the colour probe's 8 x 8 cells.
+    colour_pixels: bool = False
+    #: Colour requests at inference (needs `colour_pixels` and the instance question): where
+    #: the query asks for one "COLOUR CATEGORY" by name ("Segment the white sock.") and the
+    #: answer refuses it or grounds another object, or the class in another colour as the
+    #: pixels read it, the answer becomes the instance question's region whose pixels read
+    #: the asked colour, where one does.
+    colour_requests: bool = False
     #: Relations at inference (`pixelreason.models.relations`; needs the instance question): a
     #: question about a relation in plain English ("the cup left of the plant", "the biggest
     #: fruit", "... What is closest to it?") is answered by asking the model where the
@@ -155,8 +166,8 @@ class ModelConfig:
             raise CheckpointError(f"invalid model config: {exc}") from exc
 
     def save(self, directory: str | Path) -> None:
-        path = Path(directory) / CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(Path(directory) / CONFIG_NAME, text.encode())
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelConfig:

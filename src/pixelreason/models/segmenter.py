@@ -58,8 +58,11 @@ from pixelreason.models.mask_names import (
     names_nothing,
     read_masks,
 )
+from pixelreason.models.pixel_colours import FILE_NAME as PIXEL_COLOURS_FILE
+from pixelreason.models.pixel_colours import PixelColours
 from pixelreason.models.presence import (
     NOTHING_FOUND,
+    Request,
     ban_list,
     class_presence,
     colour_slots,
@@ -259,6 +262,8 @@ class PixelReasonModel(nn.Module):
                 "presence_mask_head needs a category probe on the mask head's image embedding "
                 "(probe_classes > 0, probe_mask_head and a SAM head)"
             )
+        #: The pixel colour reader (`colour_pixels`), loaded beside the weights.
+        self.pixel_colours: PixelColours | None = None
         self.colour_probe = None
         if config.colour_mask_head and not (
             config.colour_probe_labels and isinstance(head, SamHead)
@@ -385,7 +390,24 @@ class PixelReasonModel(nn.Module):
             ),
         )
         model._load_weights(directory / WEIGHTS_NAME)
+        if (directory / PIXEL_COLOURS_FILE).is_file():
+            model.set_pixel_colours(PixelColours.load(directory / PIXEL_COLOURS_FILE))
+        elif config.colour_pixels:
+            raise CheckpointError(
+                f"{directory} sets colour_pixels but lacks {PIXEL_COLOURS_FILE} "
+                "(write it with `pixelreason fit-colours`)"
+            )
         return model.to(device).eval()
+
+    def set_pixel_colours(self, reader: PixelColours | None) -> None:
+        """Give the model a pixel colour reader (None: none), refusing one whose labels are
+        not the colour probe's; `save_pretrained` writes it beside the weights."""
+        if reader is not None and reader.labels != list(self.config.colour_probe_labels):
+            raise CheckpointError(
+                f"pixel colours read {len(reader.labels)} labels, not the model's "
+                f"{len(self.config.colour_probe_labels)} colour probe labels"
+            )
+        self.pixel_colours = reader
 
     def _load_weights(self, path: Path) -> None:
         if not path.is_file():
@@ -463,6 +485,8 @@ class PixelReasonModel(nn.Module):
             self.config.save(staging)
             self.preprocessor.save_pretrained(staging)
             save_model(self, str(staging / WEIGHTS_NAME))
+            if self.pixel_colours is not None:
+                self.pixel_colours.save(staging)
 
     # -- training -----------------------------------------------------------------------------
     @property
@@ -854,6 +878,8 @@ class PixelReasonModel(nn.Module):
                 "knowledge_start": knowledge,
             }
             self._ask_instances(caches, answers, question, settings)
+            if self.config.colour_requests:
+                self._colour_requests(caches, turns_list, answers, question, settings)
         return self._finish(caches, turns_list, answers, snap_scale, mask_names)
 
     def _finish(
@@ -875,7 +901,7 @@ class PixelReasonModel(nn.Module):
                 cache.regions[scale] = image_regions(cache.pixels, scale)
             answer.mask_logits = snap_logits(answer.mask_logits, cache.regions[scale], share)
         if self.config.mask_names if mask_names is None else mask_names:
-            self._name_masks(torch.cat([cache.features for cache in caches]), answers)
+            self._name_masks(caches, answers)
         return answers
 
     def _asks_instances(self, question: str) -> bool:
@@ -1096,6 +1122,104 @@ class PixelReasonModel(nn.Module):
         inside = torch.as_tensor(region)
         return c, torch.where(inside, logits, logits.clamp(max=OUTSIDE_LOGIT)), score, asked
 
+    def _colour_requests(
+        self,
+        caches: Sequence[ImageCache],
+        turns_list: Sequence[Sequence[Turn]],
+        answers: list[Answer],
+        question: str,
+        settings: dict[str, Any],
+    ) -> None:
+        """Colour requests, in place: where the last turn asks for one "COLOUR CATEGORY" by
+        name ("Segment the white sock.", `requested_class`) and the answer refuses it, or
+        grounds one target that is not the class or, read off the image's pixels
+        (`_read_colours` with `colour_pixels`), is another of the class's colours, the model is
+        asked the instance question about the class (`question`, one batch for all), and the
+        largest of its regions whose pixels read the asked colour becomes the answer ("It is
+        the white sock <SEG>."; `extras["colour_request"]` says what was asked and found).
+        Where none reads it, the answer stays."""
+        labels = self.config.probe_labels
+        colour_labels = self.config.colour_probe_labels
+        if not (self._pixel_colours_on() and labels and colour_labels):
+            return
+        asks: list[tuple[int, Request]] = []
+        for row, (cache, turns, answer) in enumerate(zip(caches, turns_list, answers, strict=True)):
+            request = requested_class(turns[-1].user, labels, colour_labels)
+            if request is None or request.colour is None or cache.pixels is None:
+                continue
+            if request.description.split(" ")[-1] != labels[request.label][0].lower():
+                continue  # a plural ("the red mugs"): no one instance to pick
+            classes = target_classes(answer.text, labels)
+            if len(classes) > 1:
+                continue
+            if classes:
+                if classes[0] == request.label:
+                    read = self._read_colours(cache, answer.mask_logits[:1])[0]
+                    if self._colour_of(read, request.label) == request.colour:
+                        continue
+            elif len(answer.scores):
+                continue  # grounded with no class named: mask names will say what it is
+            asks.append((row, request))
+        if not asks:
+            return
+        replies = self.answer_batch(
+            [caches[row] for row, _ in asks],
+            [[Turn(instance_question(question, labels[r.label]))] for _, r in asks],
+            instance_question="",
+            relations=False,
+            snap_scale=0.0,
+            mask_names=False,
+            starts=[INSTANCE_ANSWER] * len(asks),
+            **{**settings, "knowledge_start": ""},
+        )
+        tokenizer = self.preprocessor.tokenizer
+        for (row, request), reply in zip(asks, replies, strict=True):
+            if not len(reply.scores):
+                continue
+            logits = reply.mask_logits.max(dim=0).values
+            regions = [region for _, region in object_proposals(logits[None])]
+            if not regions:
+                continue
+            read = self._read_colours(caches[row], torch.as_tensor(np.stack(regions)).float())
+            fits = [
+                k
+                for k in range(len(regions))
+                if self._colour_of(read[k], request.label) == request.colour
+            ]
+            if not fits:
+                continue
+            region = torch.as_tensor(regions[max(fits, key=lambda k: int(regions[k].sum()))])
+            ids = tokenizer.encode(
+                f"It is the {request.description} {SEG_TOKEN}.", add_special_tokens=False
+            )
+            found = Answer(
+                "",
+                torch.tensor(ids),
+                torch.where(region, logits, logits.clamp(max=OUTSIDE_LOGIT))[None],
+                reply.scores.mean().reshape(1),
+            )
+            self._set_tokens(found, ids)
+            found.extras["colour_request"] = {
+                "rejected": answers[row].text,
+                "question": instance_question(question, labels[request.label]),
+                "regions": len(regions),
+            }
+            answers[row] = found
+
+    def _colour_of(self, read: torch.Tensor, label: int) -> int | None:
+        """The colour label (an index into `colour_probe_labels`) of class `label` (an index
+        into `probe_labels`) that a reading (1 + L,) (`_read_colours`) finds most; None where
+        the class comes in no colour or the mask is empty."""
+        name = self.config.probe_labels[label][0]
+        options = [
+            k
+            for k, pair in enumerate(self.config.colour_probe_labels)
+            if pair.partition(" ")[2] == name
+        ]
+        if not options or read.sum() <= 0:
+            return None
+        return max(options, key=lambda k: float(read[k + 1]))
+
     def _same_colour(
         self,
         cache: ImageCache,
@@ -1104,15 +1228,14 @@ class PixelReasonModel(nn.Module):
         reference: np.ndarray | None,
         reference_class: int | None,
     ) -> list[tuple[int, torch.Tensor, float, np.ndarray]]:
-        """The candidates whose colour, as the colour probe reads it inside their region, is
-        the relation's colour word or else the reference's; none without a colour probe."""
-        if self.colour_probe is None or not self.config.colour_probe_labels:
+        """The candidates whose colour, as read inside their region (`_read_colours`), is the
+        relation's colour word or else the reference's; none without a colour reader."""
+        if not self._reads_colours(cache):
             return []
         pairs = [label.partition(" ")[::2] for label in self.config.colour_probe_labels]
-        cells = cell_probabilities(self.colour_probe, cache.features)[0].cpu()
 
         def colour(mask: np.ndarray, index: int | None) -> str | None:
-            read = read_masks(cells, torch.as_tensor(mask)[None].float())[0]
+            read = self._read_colours(cache, torch.as_tensor(mask)[None].float())[0]
             name = None if index is None else self.config.probe_labels[index][0]
             options = [k for k, (_, category) in enumerate(pairs) if name in (None, category)]
             if not options or read.sum() <= 0:
@@ -1152,22 +1275,40 @@ class PixelReasonModel(nn.Module):
         if answer.text != raw:
             answer.extras["raw_text"] = raw
 
-    def _name_masks(self, features: torch.Tensor, answers: Sequence[Answer]) -> None:
+    def _name_masks(self, caches: Sequence[ImageCache], answers: Sequence[Answer]) -> None:
         """Mask names, in place (`pixelreason.models.mask_names`): first each target named by
         no class gets the class the category probe reads inside its final mask
-        (`_name_class`), then each target named as a category with colours the colour the
-        colour probe reads there (`_name_colours`). Needs one token marking each target."""
+        (`_name_class`), then each target named as a category with colours the colour read
+        there (`_read_colours`, `_name_colours`). Needs one token marking each target."""
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
         if target_id is None:
             return
         if self.probe is not None and self.config.probe_labels:
+            features = torch.cat([cache.features for cache in caches])
             cells = cell_probabilities(self.probe, features).cpu()
             for row, answer in enumerate(answers):
                 self._name_class(answer, cells[row], target_id)
-        if self.colour_probe is not None and self.config.colour_probe_labels:
-            cells = cell_probabilities(self.colour_probe, features).cpu()
-            for row, answer in enumerate(answers):
-                self._name_colours(answer, cells[row], target_id)
+        for cache, answer in zip(caches, answers, strict=True):
+            self._name_colours(cache, answer, target_id)
+
+    def _reads_colours(self, cache: ImageCache) -> bool:
+        """Whether the model can read colours inside masks on the image of `cache`: with
+        colour labels, off its pixels (`colour_pixels`) or with a colour probe."""
+        pixels = self._pixel_colours_on() and cache.pixels is not None
+        return bool(self.config.colour_probe_labels) and (pixels or self.colour_probe is not None)
+
+    def _pixel_colours_on(self) -> bool:
+        return self.config.colour_pixels and self.pixel_colours is not None
+
+    def _read_colours(self, cache: ImageCache, masks: torch.Tensor) -> torch.Tensor:
+        """(n, 1 + L) what the model reads inside masks (n, H, W) of the image of `cache`,
+        column k + 1 for colour label k: the image's pixels with `colour_pixels`
+        (`pixelreason.models.pixel_colours`), else the colour probe's cells
+        (`mask_names.read_masks`). Check `_reads_colours` first."""
+        if self._pixel_colours_on() and cache.pixels is not None:
+            return self.pixel_colours.read(cache.pixels, masks.cpu())
+        cells = cell_probabilities(self.colour_probe, cache.features)[0].cpu()
+        return read_masks(cells, masks.cpu())
 
     def _name_class(self, answer: Answer, cells: torch.Tensor, target_id: int) -> None:
         """Each target `answer` names by no class ("Sure, it is <SEG>.") is named by the class
@@ -1209,16 +1350,16 @@ class PixelReasonModel(nn.Module):
         if named:
             answer.extras["mask_class"] = named[::-1]
 
-    def _name_colours(self, answer: Answer, cells: torch.Tensor, target_id: int) -> None:
-        """Each target `answer` names as a category with colours gets the colour the colour
-        probe (cells (C, g, g) of its image) reads inside its final mask; `extras["mask_colour"]`
+    def _name_colours(self, cache: ImageCache, answer: Answer, target_id: int) -> None:
+        """Each target `answer` names as a category with colours gets the colour read inside
+        its final mask (`_read_colours`, on the image of `cache`); `extras["mask_colour"]`
         lists the words changed."""
         tokenizer = self.preprocessor.tokenizer
         ids = answer.token_ids.tolist()
         names = colour_names(ids, tokenizer, self.config.colour_probe_labels, target_id)
-        if not names:
+        if not names or not self._reads_colours(cache):
             return
-        chosen = mask_colours(read_masks(cells, answer.mask_logits), names)
+        chosen = mask_colours(self._read_colours(cache, answer.mask_logits), names)
         changed = []
         # from the last name back, so that an added colour does not move the ones before
         for name, colour in reversed(list(zip(names, chosen, strict=True))):
