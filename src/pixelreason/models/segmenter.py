@@ -1206,15 +1206,15 @@ class PixelReasonModel(nn.Module):
             }
             answers[row] = found
 
-    def _colour_of(self, read: torch.Tensor, label: int) -> int | None:
+    def _colour_of(self, read: torch.Tensor, label: int | None) -> int | None:
         """The colour label (an index into `colour_probe_labels`) of class `label` (an index
-        into `probe_labels`) that a reading (1 + L,) (`_read_colours`) finds most; None where
-        the class comes in no colour or the mask is empty."""
-        name = self.config.probe_labels[label][0]
+        into `probe_labels`; None: any class) that a reading (1 + L,) (`_read_colours`) finds
+        most; None where the class comes in no colour or the mask is empty."""
+        name = None if label is None else self.config.probe_labels[label][0]
         options = [
             k
             for k, pair in enumerate(self.config.colour_probe_labels)
-            if pair.partition(" ")[2] == name
+            if name in (None, pair.partition(" ")[2])
         ]
         if not options or read.sum() <= 0:
             return None
@@ -1232,15 +1232,11 @@ class PixelReasonModel(nn.Module):
         relation's colour word or else the reference's; none without a colour reader."""
         if not self._reads_colours(cache):
             return []
-        pairs = [label.partition(" ")[::2] for label in self.config.colour_probe_labels]
 
         def colour(mask: np.ndarray, index: int | None) -> str | None:
             read = self._read_colours(cache, torch.as_tensor(mask)[None].float())[0]
-            name = None if index is None else self.config.probe_labels[index][0]
-            options = [k for k, (_, category) in enumerate(pairs) if name in (None, category)]
-            if not options or read.sum() <= 0:
-                return None
-            return pairs[max(options, key=lambda k: float(read[k + 1]))][0]
+            found = self._colour_of(read, index)
+            return None if found is None else self.config.colour_probe_labels[found].split()[0]
 
         wanted = relation.colour.replace("gray", "grey") or (
             None if reference is None else colour(reference, reference_class)
