@@ -77,6 +77,12 @@ def main() -> None:
         help="time each query with relations off and on (the model's `relations`), interleaved",
     )
     parser.add_argument(
+        "--compare-group-members",
+        action="store_true",
+        help="time each query with group members off and on (the model's `group_members`), "
+        "interleaved",
+    )
+    parser.add_argument(
         "--compare-colour-pixels",
         action="store_true",
         help="time each query with pixel colours and colour requests off and on (the model's "
@@ -155,6 +161,7 @@ def main() -> None:
         ("compare_snap", "snap_scale", "region snap", 0.0),
         ("compare_mask_names", "mask_names", "mask names", False),
         ("compare_relations", "relations", "relations", False),
+        ("compare_group_members", "group_members", "group members", False),
     ):
         if getattr(args, flag):
             compare(segmenter, cases, name, _switch(model.config, setting, off))

@@ -199,15 +199,19 @@ def test_bundled_default_asks_for_the_socks_it_grounds_twice():
 def test_bundled_default_grounds_a_third_orange_as_a_target_of_its_own():
     model, _ = load_model("default")
     assert model.config.instance_spare
-    sample = generate_sample(0, "test", 115)  # "... grows on trees": three oranges, a lemon
+    sample = generate_sample(0, "test", 115)  # "... grows on trees": three oranges, a cherry
     cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
     turns = [[Turn(sample.texts[0])]]
+    # group members (tests/test_members.py) would add the cherries, which this test is not about
+    model.config.group_members = False
     model.config.instance_spare = False
     try:
         merged = model.answer_batch([cache], turns)[0]
+        model.config.instance_spare = True
+        spared = model.answer_batch([cache], turns)[0]
     finally:
         model.config.instance_spare = True
-    spared = model.answer_batch([cache], turns)[0]
+        model.config.group_members = True
     assert merged.text == "I found the orange <SEG> and the orange <SEG>."
     assert spared.text == "I found the orange <SEG> and the orange <SEG> and the orange <SEG>."
     assert spared.extras.get("raw_text") is None and len(spared.token_ids) > len(merged.token_ids)

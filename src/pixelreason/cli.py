@@ -325,6 +325,15 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "default)",
     )
     parser.add_argument(
+        "--group-members",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="group members (models with probe labels and the instance question): an answer "
+        "that grounds two or more targets also grounds the classes the LLM finds about as "
+        "likely to start it ('Where are the kitchen items?': the cup beside the bottle it "
+        "names) (default: the model's setting, on for the bundled default)",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -371,6 +380,8 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         model.config.mask_names = args.mask_names
     if args.relations is not None:
         model.config.relations = args.relations
+    if args.group_members is not None:
+        model.config.group_members = args.group_members
     if args.colour_pixels is not None:
         if args.colour_pixels and model.pixel_colours is None:
             raise InputError(

@@ -124,6 +124,11 @@ class ModelConfig:
     #: pixels read it, the answer becomes the instance question's region whose pixels read
     #: the asked colour, where one does.
     colour_requests: bool = False
+    #: Group members at inference (`pixelreason.models.members`; needs the probe and the
+    #: instance question): an answer that grounds two or more targets also grounds the
+    #: classes the LLM finds about as likely to start it ("Where are the kitchen items?":
+    #: the cup beside the bottle it names).
+    group_members: bool = False
     #: Relations at inference (`pixelreason.models.relations`; needs the instance question): a
     #: question about a relation in plain English ("the cup left of the plant", "the biggest
     #: fruit", "... What is closest to it?") is answered by asking the model where the

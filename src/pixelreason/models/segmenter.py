@@ -58,6 +58,7 @@ from pixelreason.models.mask_names import (
     names_nothing,
     read_masks,
 )
+from pixelreason.models.members import MIN_PRESENCE, first_slot_texts, likeliest_run, new_targets
 from pixelreason.models.pixel_colours import FILE_NAME as PIXEL_COLOURS_FILE
 from pixelreason.models.pixel_colours import PixelColours
 from pixelreason.models.presence import (
@@ -880,6 +881,18 @@ class PixelReasonModel(nn.Module):
             self._ask_instances(caches, answers, question, settings)
             if self.config.colour_requests:
                 self._colour_requests(caches, turns_list, answers, question, settings)
+            if self.config.group_members and self.probe is not None:
+                found = [[c >= presence for c in row] for row in probed("probe")]
+                queries = [turns[-1].user for turns in turns_list]
+                self._add_members(
+                    caches,
+                    queries,
+                    answers,
+                    question,
+                    settings,
+                    (found, probed("probe")),
+                    (embeds, attention),
+                )
         return self._finish(caches, turns_list, answers, snap_scale, mask_names)
 
     def _finish(
@@ -966,6 +979,73 @@ class PixelReasonModel(nn.Module):
                     "masks": group,
                     "region_pixels": regions,
                 }
+            )
+
+    def _add_members(
+        self,
+        caches: Sequence[ImageCache],
+        queries: Sequence[str],
+        answers: list[Answer],
+        question: str,
+        settings: dict[str, Any],
+        presence: tuple[Sequence[Sequence[bool]], Sequence[Sequence[float]]],
+        prompts: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        """Group members, in place (`pixelreason.models.members`): each answer that grounds two or
+        more targets, to a query that asks for no class by name ("all the cherries" asks for
+        cherries only; "everything that grows on trees" names trees in passing), gains the regions
+        of the classes the LLM finds about as likely to start it as its likeliest, that the answer
+        does not name and the probe finds (`presence`: per row, each class found, and its presence;
+        `prompts`: the rows' prompt embeddings and attention mask); each asked the instance question
+        `question`, one `answer_batch` call for all."""
+        labels = self.config.probe_labels
+        found, strength = presence
+        rows = [
+            row
+            for row, answer in enumerate(answers)
+            if len(answer.scores) > 1 and requested_class(queries[row], labels) is None
+        ]
+        seen = [[c for c in range(len(labels)) if found[row][c]] for row in rows]
+        texts, owners = [], []
+        for row, classes in zip(rows, seen, strict=True):
+            texts += first_slot_texts(labels, classes)
+            owners += [row] * len(classes)
+        if not texts:
+            return
+        scores = iter(self._continuation_logprobs(*prompts, owners, texts))
+        asks = []
+        for row, classes in zip(rows, seen, strict=True):
+            run = likeliest_run({c: next(scores) for c in classes})
+            named = set(named_classes(answers[row].text, labels))
+            asks += [
+                (row, c)
+                for c in run
+                if c not in named and strength[row][c] >= MIN_PRESENCE and named
+            ]
+        if not asks:
+            return
+        texts = [instance_question(question, labels[c]) for _, c in asks]
+        replies = self.answer_batch(
+            [caches[row] for row, _ in asks],
+            [[Turn(text)] for text in texts],
+            instance_question="",
+            snap_scale=0.0,
+            mask_names=False,
+            starts=[INSTANCE_ANSWER] * len(asks),
+            **settings,
+        )
+        for (row, c), text, reply in zip(asks, texts, replies, strict=True):
+            if not len(reply.scores):
+                continue
+            answer = answers[row]
+            taken = (answer.mask_logits > 0).any(dim=0)
+            more = new_targets(reply.mask_logits.max(dim=0).values, taken)
+            if not len(more):
+                continue
+            last = len(answer.scores) - 1
+            self._add_targets(answer, [last], more, [labels[c][0]] * len(more))
+            answer.extras.setdefault("group_members", []).append(
+                {"class": labels[c][0], "question": text, "answer": reply.text, "added": len(more)}
             )
 
     def _with_relations(
