@@ -882,7 +882,6 @@ class PixelReasonModel(nn.Module):
             if self.config.colour_requests:
                 self._colour_requests(caches, turns_list, answers, question, settings)
             if self.config.group_members and self.probe is not None:
-                found = [[c >= presence for c in row] for row in probed("probe")]
                 queries = [turns[-1].user for turns in turns_list]
                 self._add_members(
                     caches,
@@ -890,7 +889,7 @@ class PixelReasonModel(nn.Module):
                     answers,
                     question,
                     settings,
-                    (found, probed("probe")),
+                    (presence, probed("probe")),
                     (embeds, attention),
                 )
         return self._finish(caches, turns_list, answers, snap_scale, mask_names)
@@ -988,24 +987,26 @@ class PixelReasonModel(nn.Module):
         answers: list[Answer],
         question: str,
         settings: dict[str, Any],
-        presence: tuple[Sequence[Sequence[bool]], Sequence[Sequence[float]]],
+        presence: tuple[float, Sequence[Sequence[float]]],
         prompts: tuple[torch.Tensor, torch.Tensor],
     ) -> None:
         """Group members, in place (`pixelreason.models.members`): each answer that grounds two or
         more targets, to a query that asks for no class by name ("all the cherries" asks for
         cherries only; "everything that grows on trees" names trees in passing), gains the regions
         of the classes the LLM finds about as likely to start it as its likeliest, that the answer
-        does not name and the probe finds (`presence`: per row, each class found, and its presence;
+        does not name and the probe finds (`presence`: the threshold, and per row each class's;
         `prompts`: the rows' prompt embeddings and attention mask); each asked the instance question
         `question`, one `answer_batch` call for all."""
         labels = self.config.probe_labels
-        found, strength = presence
+        threshold, strength = presence
         rows = [
             row
             for row, answer in enumerate(answers)
-            if len(answer.scores) > 1 and requested_class(queries[row], labels) is None
+            if len(answer.scores) > 1
+            and named_classes(answer.text, labels)
+            and requested_class(queries[row], labels) is None
         ]
-        seen = [[c for c in range(len(labels)) if found[row][c]] for row in rows]
+        seen = [[c for c, p in enumerate(strength[row]) if p >= threshold] for row in rows]
         texts, owners = [], []
         for row, classes in zip(rows, seen, strict=True):
             texts += first_slot_texts(labels, classes)
@@ -1016,12 +1017,8 @@ class PixelReasonModel(nn.Module):
         asks = []
         for row, classes in zip(rows, seen, strict=True):
             run = likeliest_run({c: next(scores) for c in classes})
-            named = set(named_classes(answers[row].text, labels))
-            asks += [
-                (row, c)
-                for c in run
-                if c not in named and strength[row][c] >= MIN_PRESENCE and named
-            ]
+            named = named_classes(answers[row].text, labels)
+            asks += [(row, c) for c in run if c not in named and strength[row][c] >= MIN_PRESENCE]
         if not asks:
             return
         texts = [instance_question(question, labels[c]) for _, c in asks]
