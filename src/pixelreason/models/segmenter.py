@@ -922,6 +922,31 @@ class PixelReasonModel(nn.Module):
         marks_targets = SEG_TOKEN in getattr(self.head, "token_ids", {})
         return bool(question and self.config.probe_labels and marks_targets)
 
+    def _ask_instance_question(
+        self,
+        caches: Sequence[ImageCache],
+        classes: Sequence[int],
+        question: str,
+        settings: dict[str, Any],
+    ) -> tuple[list[str], list[Answer]]:
+        """The instance question `question` about each class of `classes` in the image of the
+        same position of `caches`, in one `answer_batch` call with the checks' `settings`: the
+        questions and the answers. Each answer is given its start (`INSTANCE_ANSWER`), so that
+        one pass over question and answer reads it; its masks are not snapped (the asking
+        answer's are, once they take the regions) and its words are not shown."""
+        labels = self.config.probe_labels
+        texts = [instance_question(question, labels[c]) for c in classes]
+        replies = self.answer_batch(
+            caches,
+            [[Turn(text)] for text in texts],
+            instance_question="",
+            snap_scale=0.0,
+            mask_names=False,
+            starts=[INSTANCE_ANSWER] * len(texts),
+            **settings,
+        )
+        return texts, replies
+
     def _ask_instances(
         self,
         caches: Sequence[ImageCache],
@@ -946,15 +971,8 @@ class PixelReasonModel(nn.Module):
         ]
         if not asks:
             return
-        texts = [instance_question(question, labels[index]) for _, index, _ in asks]
-        replies = self.answer_batch(
-            [caches[row] for row, _, _ in asks],
-            [[Turn(text)] for text in texts],
-            instance_question="",
-            snap_scale=0.0,  # the answers' masks are snapped once, after they take the regions
-            mask_names=False,  # its words are not shown
-            starts=[INSTANCE_ANSWER] * len(asks),
-            **settings,
+        texts, replies = self._ask_instance_question(
+            [caches[row] for row, _, _ in asks], [index for _, index, _ in asks], question, settings
         )
         # an answer's later groups first, so that spare targets do not move the earlier ones
         order = sorted(range(len(asks)), key=lambda k: (asks[k][0], -asks[k][2][-1]))
@@ -1021,15 +1039,8 @@ class PixelReasonModel(nn.Module):
             asks += [(row, c) for c in run if c not in named and strength[row][c] >= MIN_PRESENCE]
         if not asks:
             return
-        texts = [instance_question(question, labels[c]) for _, c in asks]
-        replies = self.answer_batch(
-            [caches[row] for row, _ in asks],
-            [[Turn(text)] for text in texts],
-            instance_question="",
-            snap_scale=0.0,
-            mask_names=False,
-            starts=[INSTANCE_ANSWER] * len(asks),
-            **settings,
+        texts, replies = self._ask_instance_question(
+            [caches[row] for row, _ in asks], [c for _, c in asks], question, settings
         )
         for (row, c), text, reply in zip(asks, texts, replies, strict=True):
             if not len(reply.scores):
@@ -1239,15 +1250,11 @@ class PixelReasonModel(nn.Module):
             asks.append((row, request))
         if not asks:
             return
-        replies = self.answer_batch(
+        _, replies = self._ask_instance_question(
             [caches[row] for row, _ in asks],
-            [[Turn(instance_question(question, labels[r.label]))] for _, r in asks],
-            instance_question="",
-            relations=False,
-            snap_scale=0.0,
-            mask_names=False,
-            starts=[INSTANCE_ANSWER] * len(asks),
-            **{**settings, "knowledge_start": ""},
+            [r.label for _, r in asks],
+            question,
+            {**settings, "knowledge_start": ""},
         )
         tokenizer = self.preprocessor.tokenizer
         for (row, request), reply in zip(asks, replies, strict=True):
