@@ -28,7 +28,7 @@ from pixelreason.data.world.samples import generate_sample
 
 QUERY = "What here is rich in vitamin C?"
 #: Checks that decode an answer again where they change it.
-CHANGES = ("presence_check", "request_check", "knowledge_check")
+CHANGES = ("presence_check", "request_check", "knowledge_check", "knowledge_ranking")
 
 
 def main() -> None:
@@ -81,6 +81,12 @@ def main() -> None:
         action="store_true",
         help="time each query with group members off and on (the model's `group_members`), "
         "interleaved",
+    )
+    parser.add_argument(
+        "--compare-knowledge-ranking",
+        action="store_true",
+        help="time each query with the knowledge check's ranking part off and on (the model's "
+        "`knowledge_ranking`), interleaved",
     )
     parser.add_argument(
         "--compare-colour-pixels",
@@ -162,6 +168,7 @@ def main() -> None:
         ("compare_mask_names", "mask_names", "mask names", False),
         ("compare_relations", "relations", "relations", False),
         ("compare_group_members", "group_members", "group members", False),
+        ("compare_knowledge_ranking", "knowledge_ranking", "knowledge ranking", False),
     ):
         if getattr(args, flag):
             compare(segmenter, cases, name, _switch(model.config, setting, off))
@@ -202,6 +209,7 @@ def main() -> None:
         ("colour_check", config.colour_threshold, "rewritten", "no change"),
         ("request_check", config.request_threshold, "changed", "no change"),
         ("knowledge_check", repr(config.knowledge_start), "decoded again", "no change"),
+        ("knowledge_ranking", config.knowledge_ranking, "decoded again", "no change"),
     )
     for key, threshold, acted, idle in checks:
         extras = result.extras.get(key)

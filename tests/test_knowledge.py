@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 import pixelreason.models.segmenter as segmenter
+from pixelreason.api import encode_image
 from pixelreason.cli import main
 from pixelreason.data.world.categories import class_labels
 from pixelreason.data.world.samples import generate_sample
 from pixelreason.models.backbone import Generation
-from pixelreason.models.knowledge import RESTATED, Statements, restated_share, stated_class
+from pixelreason.models.knowledge import (
+    RANK_MARGIN,
+    RESTATED,
+    Statements,
+    asks_by_knowledge,
+    restated_share,
+    stated_class,
+)
 from pixelreason.models.presence import (
     NOTHING_FOUND,
     class_presence,
@@ -201,3 +211,63 @@ def test_absence_check_says_the_image_lacks_the_object_the_llm_states(default, m
     monkeypatch.setattr(segmenter, "ABSENT_MARGIN", 1e9)
     answer = default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
     assert len(answer.scores) == 1 and "knowledge_check" not in answer.extras
+
+
+def test_asks_by_knowledge_leaves_out_requests_by_name_and_relations():
+    assert asks_by_knowledge("What here is squeezed to make lemonade?", LABELS)
+    assert asks_by_knowledge("Find the thing that looks like a tiny tree.", LABELS)  # in passing
+    assert not asks_by_knowledge("Segment the striped mug.", LABELS)
+    assert not asks_by_knowledge("the cup left of the potted plant", LABELS)
+    assert not asks_by_knowledge("the biggest fruit", LABELS)
+    assert not asks_by_knowledge("Where is the book? What is closest to it?", LABELS)
+
+
+@pytest.mark.parametrize(
+    ("index", "wanted"),
+    [
+        (105, "cat"),  # "... chases mice. Please segment it.": a red fish without the ranking
+        (101, "bread loaf"),  # "... goes into a toaster.": a red candle without it
+    ],
+)
+def test_ranking_follows_the_likeliest_subject(default, monkeypatch, index, wanted):
+    """Zero-shot queries whose answer grounds another object: the LLM finds the target's class
+    the likeliest subject of its statement by several nats, and with the ranking part the
+    answer grounds it (its mask, region-snapped, is the target's); without it the answer stays
+    wrong."""
+    assert default.config.knowledge_ranking
+    sample = generate_sample(0, "zeroshot", index)
+    cache = encode_image(default, sample.image)  # with its pixels, for region snap
+
+    def ask():
+        return default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+
+    answer = ask()
+    ranking = answer.extras["knowledge_ranking"]
+    assert ranking["margin"] >= RANK_MARGIN
+    assert ranking["subject"] == f"A {wanted}"
+    assert _index(wanted) in named_classes(answer.text, LABELS)
+    assert _index(wanted) not in named_classes(ranking["rejected"], LABELS)
+    mask = answer.mask_logits[0].numpy() > 0
+    target = sample.target_masks[0].astype(bool)
+    assert (mask & target).sum() / (mask | target).sum() > 0.9
+    monkeypatch.setattr(default.config, "knowledge_ranking", False)
+    without = ask()
+    assert "knowledge_ranking" not in without.extras
+    assert _index(wanted) not in named_classes(without.text, LABELS)
+    # an unreachable margin changes nothing either
+    monkeypatch.setattr(default.config, "knowledge_ranking", True)
+    monkeypatch.setattr(segmenter, "RANK_MARGIN", 1e9)
+    assert ask().text == without.text
+
+
+def test_cli_turns_the_ranking_off(tmp_path):
+    sample = generate_sample(0, "zeroshot", 105)  # "... chases mice.": the cat
+    image = tmp_path / "scene.png"
+    sample.image.save(image)
+    texts = {}
+    for flag in ("--knowledge-ranking", "--no-knowledge-ranking"):
+        out = tmp_path / flag
+        assert main(["segment", str(image), sample.texts[0], "--out", str(out), flag]) == 0
+        texts[flag] = json.loads((out / "result.json").read_text())["text"]
+    assert "cat <SEG>" in texts["--knowledge-ranking"]
+    assert "cat" not in texts["--no-knowledge-ranking"]

@@ -334,6 +334,16 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "names) (default: the model's setting, on for the bundled default)",
     )
     parser.add_argument(
+        "--knowledge-ranking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the knowledge check's ranking part (models with a knowledge start): an answer to "
+        "a query that asks for no class by name and about no relation ('What here is squeezed "
+        "to make lemonade?') follows the class of the image the LLM finds clearly likeliest "
+        "to start its statement (' A lemon') (default: the model's setting, on for the "
+        "bundled default)",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -382,6 +392,8 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         model.config.relations = args.relations
     if args.group_members is not None:
         model.config.group_members = args.group_members
+    if args.knowledge_ranking is not None:
+        model.config.knowledge_ranking = args.knowledge_ranking
     if args.colour_pixels is not None:
         if args.colour_pixels and model.pixel_colours is None:
             raise InputError(

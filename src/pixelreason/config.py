@@ -91,6 +91,11 @@ class ModelConfig:
     #: after the presence check, an answer that the LLM's statement with no class banned
     #: contradicts with a class the probe does not find says that the image does not show it.
     knowledge_start: str = ""
+    #: The knowledge check's ranking part (needs `knowledge_start`): an answer grounding one
+    #: class, to a query that asks for no class by name and about no relation ("What here is
+    #: squeezed to make lemonade?"), follows the class of the image the LLM finds likeliest to
+    #: start its statement (" A lemon"), where that one is clearly likelier than the answer's.
+    knowledge_ranking: bool = False
     #: The instance split at inference (`pixelreason.models.instances`; 0: off): masks of one
     #: answer that repeat each other (IoU >= this) each take one region of their union, where
     #: the union falls apart into separate regions. 0.5 (the same on 0.3-0.5) raised every

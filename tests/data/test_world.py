@@ -19,6 +19,7 @@ from pixelreason.data.world import (
     text_qa_samples,
     vqa_sample,
 )
+from pixelreason.data.world.categories import categories_with_fact
 from pixelreason.data.world.export import export_reasonseg, main
 from pixelreason.data.world.polygons import mask_to_polygons
 from pixelreason.data.world.preview import preview_grid
@@ -128,6 +129,22 @@ def test_zero_shot_facts_stay_out_of_training_segmentation() -> None:
     qa = list(text_qa_samples(0))
     assert {item.fact_id for item in qa} == set(FACTS)
     assert any(FACTS[f].singular in item.question for item in qa for f in held)
+
+
+def test_singular_questions_ask_a_shared_fact_once_per_holder() -> None:
+    plain = list(text_qa_samples(0))
+    singular = list(text_qa_samples(0, singular=True))
+    shared = [f for f in FACTS if len(categories_with_fact(f)) > 1]
+    assert shared
+    # off: a shared fact is asked only as "Which things ...?", so the stream is as it was
+    assert not any(q.fact_id in shared and q.question.startswith("What ") for q in plain)
+    assert len(singular) == len(plain) + sum(len(categories_with_fact(f)) for f in shared)
+    folds = {q.answer for q in singular if q.question == "What folds up when it is not in use?"}
+    assert folds == {
+        "An umbrella folds up when it is not in use.",
+        "A pair of glasses fold up when they are not in use.",
+    }
+    assert set(plain) <= set(singular)
 
 
 def test_stream_is_endless_and_matches_generate() -> None:

@@ -70,6 +70,12 @@ class MixConfig:
     #: answers list them ("They are the red apple <SEG> and the green apple <SEG>."), instead
     #: of one `<SEG>` for their union (LISA's semantic QA). 0: one union mask.
     semantic_instances: float = 0.0
+    #: Text QA also asks each fact of several categories as a fact of one is, answered once by
+    #: each holder ("What folds up when it is not in use?" -> "An umbrella folds up when it is
+    #: not in use."), not only as "Which things fold up when they are not in use?". A query
+    #: about such a fact asks for one object in that singular form; without it the LLM meets
+    #: the form only with facts of one category.
+    singular_questions: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.rates) - set(SOURCES))
@@ -114,7 +120,9 @@ class WorldMixture:
         self.sources = [s for s in SOURCES if config.rates.get(s, 0) > 0]
         weights = np.array([config.rates[s] for s in self.sources], dtype=np.float64)
         self.probs = weights / weights.sum()
-        self.text_pool = list(text_qa_samples(config.seed, epochs=1))
+        self.text_pool = list(
+            text_qa_samples(config.seed, epochs=1, singular=config.singular_questions)
+        )
 
     def source_of(self, index: int) -> str:
         rng = np.random.default_rng([self.config.seed, 7, index])

@@ -36,6 +36,16 @@ class of the image was chosen, the answer says that the image does not show it. 
 larger than `MARGIN`: several classes share a fact ("peeled before eating": the banana and the
 orange), and the LLM has a favourite holder of each; the answer's own class is then a good one
 the LLM merely likes less, and its statement from the image's classes mostly agrees.
+
+The ranking part (`ModelConfig.knowledge_ranking`) asks less of the LLM: not a statement, only
+its first words. The statement above must restate the query, and the LLM's own restatement
+is often some other fact ("A house is used to serve tea."). Yet the classes of the image, each
+scored as the statement's subject (" A lemon", " A teapot", one teacher-forced pass), rank the
+right one first for most queries that ask for an object by what it is for or does. So where a
+query asks for no class by name and about no relation (`asks_by_knowledge`: not "the cup left of
+the plant", whose statement is about the cup, not the answer), and the answer grounds one
+class, the answer follows the class the probe finds that the LLM finds likeliest as the
+subject, where that one is likelier than the answer's class by `RANK_MARGIN` nats.
 """
 
 from __future__ import annotations
@@ -51,7 +61,9 @@ from pixelreason.models.presence import (
     _spellings,
     ban_list,
     named_classes,
+    requested_class,
 )
+from pixelreason.models.relations import parse_relation
 
 #: Share of a statement's words after its class name that must be words of the query.
 RESTATED = 0.5
@@ -60,6 +72,9 @@ MARGIN = 2.0
 #: Nats by which a statement naming a class the image does not show must be likelier with it
 #: than with the answer's class for the answer to say that the image does not show it.
 ABSENT_MARGIN = 6.0
+#: Nats by which the likeliest class of the image as a statement's subject must be likelier
+#: than the answer's class for the answer to follow it (the ranking part).
+RANK_MARGIN = 2.5
 #: Most tokens of a statement after its first words: a fact takes about ten.
 STATEMENT_TOKENS = 16
 #: Words left out when comparing a statement with the query.
@@ -88,6 +103,14 @@ def restated_share(rest: str, query: str, labels: Sequence[Sequence[str]] = ()) 
         return 0.0
     asked = set(_WORD.findall(query.lower()))
     return sum(w in asked for w in words) / len(words)
+
+
+def asks_by_knowledge(query: str, labels: Sequence[Sequence[str]]) -> bool:
+    """Whether a query asks for an object only by what it is, is for or does: it asks for no
+    class of `labels` by name (`requested_class`; one named in passing may stay: "the thing
+    that looks like a tiny tree") and about no relation ("What here is squeezed to make
+    lemonade?", but not "Segment the lemon." nor "What is left of it?")."""
+    return requested_class(query, labels) is None and parse_relation(query) is None
 
 
 def first_tokens(

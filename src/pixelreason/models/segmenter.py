@@ -45,8 +45,10 @@ from pixelreason.models.instances import (
 from pixelreason.models.knowledge import (
     ABSENT_MARGIN,
     MARGIN,
+    RANK_MARGIN,
     RESTATED,
     Statements,
+    asks_by_knowledge,
     restated_share,
     stated_class,
 )
@@ -182,7 +184,13 @@ class ImageCache:
 
 
 #: `Answer.extras` keys of the inference checks, in the order they run.
-CHECK_KEYS = ("request_check", "knowledge_check", "presence_check", "colour_check")
+CHECK_KEYS = (
+    "request_check",
+    "knowledge_check",
+    "presence_check",
+    "knowledge_ranking",
+    "colour_check",
+)
 #: `answer_batch`'s settings of the inference checks, passed on to the questions they ask.
 CHECK_SETTINGS = ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start")
 #: The answer the instance question is given: one of the semantic-segmentation answers the model
@@ -866,6 +874,8 @@ class PixelReasonModel(nn.Module):
                 )
             if statements is not None:
                 self._check_knowledge(*knowing, embeds, attention, checked, absence=True)
+                if self.config.knowledge_ranking:
+                    self._rank_subjects(*knowing, embeds, attention, checked)
         if colour > 0:
             self._check_colour(
                 caches, answers, generations, (colour, probed), embeds, attention, checked
@@ -1591,6 +1601,51 @@ class PixelReasonModel(nn.Module):
             }
             answers[row], generations[row] = answer, generation
 
+    def _rank_subjects(
+        self,
+        caches: Sequence[ImageCache],
+        queries: Sequence[str],
+        answers: list[Answer],
+        generations: list[Generation],
+        statements: Statements,
+        generate: Callable[..., list[Generation]],
+        embeds: torch.Tensor,
+        attention: torch.Tensor,
+        skip: set[int] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
+        """The knowledge check's ranking part (`pixelreason.models.knowledge`), in place, on
+        the answers that ground one target, to queries that ask for an object by what it is
+        (`asks_by_knowledge`), but not the rows in `skip`: each class the probe finds, and the
+        answer's, is scored as the statement's subject ("{start} {class}", one teacher-forced
+        pass for all rows), and where the likeliest is not the answer's class and is likelier
+        than it by `RANK_MARGIN` nats, the answer is decoded again for it."""
+        labels = self.config.probe_labels
+        start = statements.start
+        rows, texts, asked = [], [], []
+        for row in self._grounding_one(answers, skip):
+            if not asks_by_knowledge(queries[row], labels):
+                continue
+            answered = named_classes(answers[row].text, labels)[0]
+            shown = [k for k, found in enumerate(statements.present[row]) if found]
+            classes = list(dict.fromkeys([answered, *shown]))
+            if len(classes) < 2:
+                continue
+            asked.append((row, classes))
+            rows += [row] * len(classes)
+            texts += [f"{start} {labels[k][0]}" for k in classes]
+        if not asked:
+            return
+        scores = iter(self._continuation_logprobs(embeds, attention, rows, texts))
+        chosen, ranked = [], {}
+        for row, classes in asked:
+            scored = [next(scores) for _ in classes]
+            best = max(range(len(classes)), key=scored.__getitem__)
+            margin = scored[best] - scored[0]  # the answer's class first
+            if best and margin >= RANK_MARGIN:
+                chosen.append((row, classes[best], f"{start} {labels[classes[best]][0]}".strip()))
+                ranked[row] = round(margin, 2)
+        self._follow_statements(caches, answers, generations, chosen, generate, ranked)
+
     def _statement_candidates(
         self,
         statements: Statements,
@@ -1647,9 +1702,14 @@ class PixelReasonModel(nn.Module):
         generations: list[Generation],
         chosen: Sequence[tuple[int, int, str]],
         generate: Callable[..., list[Generation]],
+        ranked: dict[int, float] | None = None,
     ) -> None:
         """Decode again, in place, each (row, stated class, statement) of `chosen` with every
-        other class banned; kept where it then grounds the stated class."""
+        other class banned; kept where it then grounds the stated class. `ranked`: the ranking
+        part's margins by row, noted under extras "knowledge_ranking" rather than
+        "knowledge_check" (its statement is only the subject: " A lemon")."""
+        if not chosen:
+            return
         labels = self.config.probe_labels
         tokenizer = self.preprocessor.tokenizer
         bans, kept, named = [], [], []
@@ -1677,10 +1737,17 @@ class PixelReasonModel(nn.Module):
         for (row, label, statement), generation, answer in zip(chosen, redone, new, strict=True):
             if label not in named_classes(answer.text, labels):
                 continue
-            answer.extras["knowledge_check"] = {
-                "rejected": answers[row].text,
-                "statement": statement,
-            }
+            if ranked is None:
+                answer.extras["knowledge_check"] = {
+                    "rejected": answers[row].text,
+                    "statement": statement,
+                }
+            else:
+                answer.extras["knowledge_ranking"] = {
+                    "rejected": answers[row].text,
+                    "subject": statement,
+                    "margin": ranked[row],
+                }
             answers[row], generations[row] = answer, generation
 
     def _say_nothing_found(

@@ -206,21 +206,23 @@ def _list_plurals(fact_id: str) -> str:
     return plurals[0] if len(plurals) == 1 else ", ".join(plurals[:-1]) + " and " + plurals[-1]
 
 
-def _text_qa_for_fact(fact_id: str) -> list[TextQA]:
+def _text_qa_for_fact(fact_id: str, singular: bool = False) -> list[TextQA]:
+    """The text QA about one fact. `singular`: a fact of several categories is also asked as
+    a fact of one is ("What folds up when it is not in use?"), answered once by each holder
+    ("An umbrella folds up when it is not in use.", "Glasses fold up ...")."""
     fact = FACTS[fact_id]
     holders = categories_with_fact(fact_id)
     items = []
-    if len(holders) == 1:
-        holder = holders[0]
-        subject = _with_article(holder.name)
-        form = fact.plural if holder.plural_noun else fact.singular
-        items.append(
-            TextQA(f"What {fact.singular}?", f"{subject[:1].upper()}{subject[1:]} {form}.", fact_id)
-        )
-    else:
+    if len(holders) > 1:
         listed = _list_plurals(fact_id)
         answer = f"{listed[:1].upper()}{listed[1:]} {fact.plural}."
         items.append(TextQA(f"Which things {fact.plural}?", answer, fact_id))
+    if len(holders) == 1 or singular:
+        for holder in holders:
+            subject = _with_article(holder.name)
+            form = fact.plural if holder.plural_noun else fact.singular
+            answer = f"{subject[:1].upper()}{subject[1:]} {form}."
+            items.append(TextQA(f"What {fact.singular}?", answer, fact_id))
     for holder in holders:
         subject = _with_article(holder.name)
         form = fact.plural if holder.plural_noun else fact.singular
@@ -247,13 +249,15 @@ def fact_statement(fact_id: str) -> str:
     return _text_qa_for_fact(fact_id)[0].answer
 
 
-def text_qa_samples(seed: int, epochs: int | None = 1) -> Iterator[TextQA]:
+def text_qa_samples(seed: int, epochs: int | None = 1, singular: bool = False) -> Iterator[TextQA]:
     """Text-only QA covering every fact (held-out ones included), shuffled per epoch.
 
     Args:
         epochs: passes over all facts; None repeats forever.
+        singular: facts of several categories are also asked as facts of one are ("What folds
+            up when it is not in use?"), answered once by each holder.
     """
-    pool = [item for fact_id in sorted(FACTS) for item in _text_qa_for_fact(fact_id)]
+    pool = [item for fact_id in sorted(FACTS) for item in _text_qa_for_fact(fact_id, singular)]
     rng = np.random.default_rng([seed, 99])
     epoch = 0
     while epochs is None or epoch < epochs:
