@@ -271,3 +271,22 @@ def test_cli_turns_the_ranking_off(tmp_path):
         texts[flag] = json.loads((out / "result.json").read_text())["text"]
     assert "cat <SEG>" in texts["--knowledge-ranking"]
     assert "cat" not in texts["--no-knowledge-ranking"]
+
+
+def test_continuation_logprobs_after_one_prompt_equal_those_of_a_full_pass(default):
+    """The backbone's scorer that reads the prompt once gives each continuation the same
+    log-probability as the segmenter's full teacher-forced pass over prompt and text."""
+    sample = generate_sample(0, "zeroshot", 3)
+    cache = default.encode_image(default.preprocessor.prepare_image(sample.image))
+    ids = default.preprocessor.encode([Turn(sample.texts[0])], image=True).input_ids[None]
+    embeds = default.backbone.embed(ids, cache.features)
+    attention = torch.ones(ids.shape, dtype=torch.long)
+    texts = [" A broccoli", " A cat", " A watermelon slice", " A lemon tastes very sour."]
+    full = default._continuation_logprobs(embeds, attention, [0] * len(texts), texts)
+    tokenizer = default.preprocessor.tokenizer
+    tokens = [torch.tensor(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+    once = default.backbone.continuation_logprobs(embeds[0], tokens)
+    assert once == pytest.approx(full, abs=1e-3)
+    assert once[0] > once[1]  # "looks like a tiny tree": the broccoli
+    with pytest.raises(ValueError, match="at least one token"):
+        default.backbone.continuation_logprobs(embeds[0], [torch.tensor([], dtype=torch.long)])

@@ -245,6 +245,43 @@ class Backbone(nn.Module):
         ]
 
     @torch.no_grad()
+    def continuation_logprobs(
+        self, prompt: torch.Tensor, continuations: Sequence[torch.Tensor]
+    ) -> list[float]:
+        """Log-probability of each continuation (token ids, at least one each) after one
+        prompt, inputs_embeds (P, D) without padding. The prompt is read once and its key and
+        value states serve every continuation (right-padded, one pass), so scoring many short
+        continuations costs little more than reading the prompt."""
+        if not continuations or any(len(ids) == 0 for ids in continuations):
+            raise ValueError("continuation_logprobs needs at least one token per continuation")
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            inputs_embeds=prompt[None], past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        first = out.logits[0, -1].float().log_softmax(-1)
+        count, length = len(continuations), max(len(ids) for ids in continuations)
+        ids = torch.zeros((count, length), dtype=torch.long, device=prompt.device)
+        for row, tokens in enumerate(continuations):
+            ids[row, : len(tokens)] = tokens
+        cache = DynamicCache(
+            [
+                (layer.keys.expand(count, -1, -1, -1), layer.values.expand(count, -1, -1, -1))
+                for layer in cache.layers
+            ],
+            config=self.model.config,
+        )
+        embeds = self.model.get_input_embeddings()(ids)
+        logits = self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True).logits
+        logits = logits.float().log_softmax(-1)
+        scores = []
+        for row, tokens in enumerate(continuations):
+            score = first[tokens[0]]
+            if len(tokens) > 1:
+                score = score + logits[row, : len(tokens) - 1].gather(1, tokens[1:, None]).sum()
+            scores.append(float(score))
+        return scores
+
+    @torch.no_grad()
     def generate(
         self,
         inputs_embeds: torch.Tensor,

@@ -1616,12 +1616,13 @@ class PixelReasonModel(nn.Module):
         """The knowledge check's ranking part (`pixelreason.models.knowledge`), in place, on
         the answers that ground one target, to queries that ask for an object by what it is
         (`asks_by_knowledge`), but not the rows in `skip`: each class the probe finds, and the
-        answer's, is scored as the statement's subject ("{start} {class}", one teacher-forced
-        pass for all rows), and where the likeliest is not the answer's class and is likelier
-        than it by `RANK_MARGIN` nats, the answer is decoded again for it."""
+        answer's, is scored as the statement's subject ("{start} {class}", the row's prompt read
+        once for all of them: `Backbone.continuation_logprobs`), and where the likeliest is not
+        the answer's class and is likelier than it by `RANK_MARGIN` nats, the answer is decoded
+        again for it."""
         labels = self.config.probe_labels
         start = statements.start
-        rows, texts, asked = [], [], []
+        asked = []
         for row in self._grounding_one(answers, skip):
             if not asks_by_knowledge(queries[row], labels):
                 continue
@@ -1631,14 +1632,21 @@ class PixelReasonModel(nn.Module):
             if len(classes) < 2:
                 continue
             asked.append((row, classes))
-            rows += [row] * len(classes)
-            texts += [f"{start} {labels[k][0]}" for k in classes]
         if not asked:
             return
-        scores = iter(self._continuation_logprobs(embeds, attention, rows, texts))
+        tokenizer = self.preprocessor.tokenizer
         chosen, ranked = [], {}
         for row, classes in asked:
-            scored = [next(scores) for _ in classes]
+            # the row's prompt read once, its states shared by every class's subject
+            subjects = [
+                torch.tensor(
+                    tokenizer.encode(f"{start} {labels[k][0]}", add_special_tokens=False),
+                    device=self.device,
+                )
+                for k in classes
+            ]
+            prompt = embeds[row][attention[row].bool()]
+            scored = self.backbone.continuation_logprobs(prompt, subjects)
             best = max(range(len(classes)), key=scored.__getitem__)
             margin = scored[best] - scored[0]  # the answer's class first
             if best and margin >= RANK_MARGIN:
