@@ -40,7 +40,7 @@ the LLM merely likes less, and its statement from the image's classes mostly agr
 The ranking part (`ModelConfig.knowledge_ranking`) asks less of the LLM: not a statement, only
 its first words. The statement above must restate the query, and the LLM's own restatement
 is often some other fact ("A house is used to serve tea."). Yet the classes of the image, each
-scored as the statement's subject (" A lemon", " A teapot", one teacher-forced pass), rank the
+scored as the statement's subject (" A lemon", " A teapot", the prompt read once), rank the
 right one first for most queries that ask for an object by what it is for or does. So where a
 query asks for no class by name and about no relation (`asks_by_knowledge`: not "the cup left of
 the plant", whose statement is about the cup, not the answer), and the answer grounds one

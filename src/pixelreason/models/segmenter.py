@@ -1622,22 +1622,16 @@ class PixelReasonModel(nn.Module):
         again for it."""
         labels = self.config.probe_labels
         start = statements.start
-        asked = []
+        tokenizer = self.preprocessor.tokenizer
+        chosen, ranked = [], {}
         for row in self._grounding_one(answers, skip):
             if not asks_by_knowledge(queries[row], labels):
                 continue
             answered = named_classes(answers[row].text, labels)[0]
             shown = [k for k, found in enumerate(statements.present[row]) if found]
-            classes = list(dict.fromkeys([answered, *shown]))
+            classes = list(dict.fromkeys([answered, *shown]))  # the answer's class first
             if len(classes) < 2:
                 continue
-            asked.append((row, classes))
-        if not asked:
-            return
-        tokenizer = self.preprocessor.tokenizer
-        chosen, ranked = [], {}
-        for row, classes in asked:
-            # the row's prompt read once, its states shared by every class's subject
             subjects = [
                 torch.tensor(
                     tokenizer.encode(f"{start} {labels[k][0]}", add_special_tokens=False),
@@ -1645,10 +1639,11 @@ class PixelReasonModel(nn.Module):
                 )
                 for k in classes
             ]
-            prompt = embeds[row][attention[row].bool()]
-            scored = self.backbone.continuation_logprobs(prompt, subjects)
+            scored = self.backbone.continuation_logprobs(
+                embeds[row][attention[row].bool()], subjects
+            )
             best = max(range(len(classes)), key=scored.__getitem__)
-            margin = scored[best] - scored[0]  # the answer's class first
+            margin = scored[best] - scored[0]
             if best and margin >= RANK_MARGIN:
                 chosen.append((row, classes[best], f"{start} {labels[classes[best]][0]}".strip()))
                 ranked[row] = round(margin, 2)
