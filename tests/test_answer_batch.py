@@ -10,6 +10,7 @@ import torch
 from conftest import NONE, ONE, TWO, scene
 from PIL import Image
 
+from pixelreason.data.world.samples import generate_sample
 from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel, _pad_prompts
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
@@ -158,6 +159,36 @@ def test_generation_from_prefix_states_equals_reading_the_whole_prompt() -> None
     assert [g.token_ids.tolist() for g in again] == [g.token_ids.tolist() for g in batched]
 
 
+def test_passes_after_prefix_states_equal_reading_the_whole_prompt() -> None:
+    """The teacher-forced pass and the continuation scorer, given a shared start's states,
+    read only what follows it and give what reading everything gives."""
+    model, _ = load_model("random:tiny")
+    backbone = model.backbone
+    starts = torch.randn(2, 6, backbone.hidden_size)
+    ends = torch.randn(2, 4, backbone.hidden_size)
+    whole = backbone(torch.cat([starts, ends], 1), None)
+    past = backbone.prefix_states(starts)
+    after = backbone(ends, None, past)
+    assert after.hidden.shape[1] == 4
+    torch.testing.assert_close(after.hidden, whole.hidden[:, 6:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(after.logits, whole.logits[:, 6:], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="no attention mask"):
+        backbone(ends, torch.ones(2, 4, dtype=torch.long), past)
+    texts = [torch.tensor([5, 9, 3]), torch.tensor([7])]
+    read = backbone.continuation_logprobs(torch.cat([starts[0], ends[0]]), texts)
+    assert backbone.continuation_logprobs(ends[0], texts, past[0]) == pytest.approx(read, abs=1e-4)
+    assert backbone(ends, None, past).hidden.shape == after.hidden.shape  # past left as it was
+    options = {"max_new_tokens": 3, "eos_token_id": 2, "pad_token_id": 0}
+    prompt = torch.cat([starts, ends], 1)
+    (generation, _) = backbone.generate_batch(prompt, None, keep_prompt_states=True, **options)
+    layers = backbone.model.config.text_config.num_hidden_layers
+    assert [keys.shape[2] for keys, _ in generation.prompt_states] == [9] * layers  # but the last
+    last = backbone(prompt[:1, -1:], None, [generation.prompt_states])
+    torch.testing.assert_close(last.hidden[0], whole.hidden[0, -1:], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="without a forced prefix"):
+        backbone.generate_batch(prompt, None, keep_prompt_states=True, prefix=[[5], [6]], **options)
+
+
 @pytest.mark.parametrize("name", ["random:tiny", "random:tiny-pixelllm"])
 def test_answers_from_kept_image_states_equal_answers_without(
     name: str, monkeypatch: pytest.MonkeyPatch
@@ -223,3 +254,30 @@ def test_rows_with_forced_starts_of_different_lengths_equal_each_forced_alone() 
     assert batched[1].token_ids.tolist() == single[1].token_ids.tolist()
     with pytest.raises(ValueError, match="2 prefixes for 3"):
         backbone.generate_batch(padded, mask, prefix=forced[:2], **options)
+
+
+def test_checks_from_kept_prompt_states_answer_as_reading_every_prompt_whole() -> None:
+    """The bundled default's checks (colour, presence, knowledge, request, group members, the
+    ranking part) start their passes and decodings from the answer's prompt states, here in
+    one padded batch: the same answers as reading every prompt whole."""
+    model, _ = load_model("default")
+    samples = [generate_sample(0, "val", i) for i in (0, 1, 2, 13, 78)]
+    samples.append(generate_sample(0, "zeroshot", 105))
+    images = [sample.image for sample in samples]
+    turns = [[Turn(sample.texts[0])] for sample in samples]
+    kept = model.answer_batch(_caches(model, images), turns)
+    checks = [
+        "colour_check",
+        "presence_check",
+        "knowledge_check",
+        "request_check",
+        "group_members",
+        "knowledge_ranking",
+    ]
+    fired = {key for answer in kept for key in answer.extras}
+    assert set(checks) <= fired
+    model.reuse_states = False
+    whole = model.answer_batch(_caches(model, images), turns)
+    for one, two in zip(whole, kept, strict=True):
+        _assert_same(one, two)
+        assert one.extras.keys() == two.extras.keys()

@@ -27,6 +27,7 @@ from pixelreason.models.presence import (
     mentioned_classes,
     named_classes,
 )
+from pixelreason.models.segmenter import PromptBatch
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 
@@ -77,22 +78,24 @@ def _ask(model, index: int, **options):
     return sample, cache, answer
 
 
+def _prompt(model, index: int) -> tuple[PromptBatch, torch.Tensor]:
+    """Zero-shot query `index`'s prompt, unpadded, read whole (no prefix states), and its
+    token ids."""
+    sample = generate_sample(0, "zeroshot", index)
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    ids = model.preprocessor.encode([Turn(sample.texts[0])], image=True).input_ids[None]
+    embeds = model.backbone.embed(ids, cache.features)
+    return PromptBatch(embeds, torch.ones(ids.shape, dtype=torch.long)), ids[0]
+
+
 def test_continuation_logprobs_of_a_batch_equal_those_of_each_text_alone(default):
-    sample = generate_sample(0, "zeroshot", 3)
-    cache = default.encode_image(default.preprocessor.prepare_image(sample.image))
-    ids = default.preprocessor.encode([Turn(sample.texts[0])], image=True).input_ids[None]
-    embeds = default.backbone.embed(ids, cache.features)
-    attention = torch.ones(ids.shape, dtype=torch.long)
+    prompts, _ = _prompt(default, 3)
     texts = [" A broccoli looks like a tiny tree.", " A carrot is orange."]
-    together = default._continuation_logprobs(embeds, attention, [0, 0], texts)
-    alone = [default._continuation_logprobs(embeds, attention, [0], [t])[0] for t in texts]
+    together = default._continuation_logprobs(prompts, [0, 0], texts)
+    alone = [default._continuation_logprobs(prompts, [0], [t])[0] for t in texts]
     assert together == pytest.approx(alone, abs=1e-3)
-    tree = default._continuation_logprobs(
-        embeds, attention, [0], [" A broccoli looks like a tiny tree."]
-    )
-    unlikely = default._continuation_logprobs(
-        embeds, attention, [0], [" A broccoli looks like a tiny cat."]
-    )
+    tree = default._continuation_logprobs(prompts, [0], [" A broccoli looks like a tiny tree."])
+    unlikely = default._continuation_logprobs(prompts, [0], [" A broccoli looks like a tiny cat."])
     assert tree[0] > unlikely[0]
 
 
@@ -274,19 +277,30 @@ def test_cli_turns_the_ranking_off(tmp_path):
 
 
 def test_continuation_logprobs_after_one_prompt_equal_those_of_a_full_pass(default):
-    """The backbone's scorer that reads the prompt once gives each continuation the same
-    log-probability as the segmenter's full teacher-forced pass over prompt and text."""
-    sample = generate_sample(0, "zeroshot", 3)
-    cache = default.encode_image(default.preprocessor.prepare_image(sample.image))
-    ids = default.preprocessor.encode([Turn(sample.texts[0])], image=True).input_ids[None]
-    embeds = default.backbone.embed(ids, cache.features)
-    attention = torch.ones(ids.shape, dtype=torch.long)
+    """The scorer that reads the prompt once (from its image part's kept states, or whole)
+    gives each continuation the log-probability of a full teacher-forced pass over prompt and
+    text."""
+    prompts, ids = _prompt(default, 3)
+    embeds = prompts.embeds
     texts = [" A broccoli", " A cat", " A watermelon slice", " A lemon tastes very sour."]
-    full = default._continuation_logprobs(embeds, attention, [0] * len(texts), texts)
     tokenizer = default.preprocessor.tokenizer
     tokens = [torch.tensor(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+    full = []
+    for text in tokens:
+        sequence = torch.cat([embeds[0], default.backbone.embed(text[None], None)[0]])
+        with torch.no_grad():
+            logits = default.backbone(sequence[None], None).logits[0].log_softmax(-1)
+        start = embeds.shape[1] - 1
+        full.append(float(logits[start : start + len(text)].gather(1, text[:, None]).sum()))
     once = default.backbone.continuation_logprobs(embeds[0], tokens)
     assert once == pytest.approx(full, abs=1e-3)
     assert once[0] > once[1]  # "looks like a tiny tree": the broccoli
+    shared = default._image_prefix([ids])
+    assert shared > 64  # "USER: <image> x 64"
+    past = default.backbone.prefix_states(embeds[:, :shared])
+    kept = PromptBatch(embeds, prompts.attention, past, shared)
+    assert default._continuation_logprobs(kept, [0] * len(texts), texts) == pytest.approx(
+        full, abs=1e-3
+    )
     with pytest.raises(ValueError, match="at least one token"):
         default.backbone.continuation_logprobs(embeds[0], [torch.tensor([], dtype=torch.long)])

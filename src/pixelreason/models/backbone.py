@@ -115,10 +115,14 @@ class Generation:
     token_ids: (L,) generated ids, without the prompt.
     hidden: (L, D) last-layer state that *predicted* each generated token (the state LISA reads
     the mask embedding from), so nothing needs a second forward pass.
+    prompt_states: with `generate_batch(keep_prompt_states=True)`, the LLM's key and value
+    states of the prompt's positions but its last, as the batch laid them out (padding
+    included), for later passes that start from them.
     """
 
     token_ids: torch.Tensor
     hidden: torch.Tensor
+    prompt_states: PrefixStates | None = None
 
 
 class Backbone(nn.Module):
@@ -213,18 +217,30 @@ class Backbone(nn.Module):
         return embeds.masked_scatter(is_image.unsqueeze(-1), features)
 
     def forward(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past: Sequence[PrefixStates] | None = None,
     ) -> BackboneOutput:
         """Teacher-forced pass: inputs_embeds (B, T, D), attention_mask (B, T).
 
         `attention_mask=None` means plain causal attention, which is exact for the real tokens of
         a right-padded batch (padding comes after them) and takes the fused attention kernels.
+        `past`: per row, the `prefix_states` of the positions before inputs_embeds (the same
+        number for every row; with `attention_mask=None` only), which are then not read again:
+        the output covers inputs_embeds' positions alone.
         """
+        cache = None
+        if past is not None:
+            if attention_mask is not None:
+                raise ValueError("a pass after prefix states takes no attention mask")
+            cache = _joined_cache(past, self.model.config)
         out = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
+            past_key_values=cache,
             output_hidden_states=True,
-            use_cache=False,
+            use_cache=cache is not None,
         )
         return BackboneOutput(logits=out.logits, hidden=out.hidden_states[-1])
 
@@ -246,40 +262,56 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def continuation_logprobs(
-        self, prompt: torch.Tensor, continuations: Sequence[torch.Tensor]
+        self,
+        prompt: torch.Tensor,
+        continuations: Sequence[torch.Tensor],
+        past: PrefixStates | None = None,
     ) -> list[float]:
         """Log-probability of each continuation (token ids, at least one each) after one
-        prompt, inputs_embeds (P, D) without padding. The prompt is read once and its key and
-        value states serve every continuation (right-padded, one pass), so scoring many short
-        continuations costs little more than reading the prompt."""
+        prompt, inputs_embeds (P, D) without padding. The prompt but its last position is read
+        once, and its key and value states serve every continuation, each read after that
+        last position (right-padded, one pass), so scoring many short continuations costs
+        little more than reading the prompt. `past`: the `prefix_states` of the positions
+        before `prompt`, which are then not read again (with all but one of them there, the
+        scores cost one short pass)."""
         if not continuations or any(len(ids) == 0 for ids in continuations):
             raise ValueError("continuation_logprobs needs at least one token per continuation")
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            inputs_embeds=prompt[None], past_key_values=cache, use_cache=True, logits_to_keep=1
-        )
-        first = out.logits[0, -1].float().log_softmax(-1)
+        if not len(prompt):
+            raise ValueError("continuation_logprobs needs at least one prompt position")
+        if past is None:
+            cache = DynamicCache(config=self.model.config)
+        else:
+            cache = _joined_cache([past], self.model.config)
+        if len(prompt) > 1:
+            self.model(
+                inputs_embeds=prompt[None, :-1],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         count, length = len(continuations), max(len(ids) for ids in continuations)
         ids = torch.zeros((count, length), dtype=torch.long, device=prompt.device)
         for row, tokens in enumerate(continuations):
             ids[row, : len(tokens)] = tokens
-        cache = DynamicCache(
-            [
-                (layer.keys.expand(count, -1, -1, -1), layer.values.expand(count, -1, -1, -1))
-                for layer in cache.layers
-            ],
-            config=self.model.config,
+        if cache.get_seq_length():
+            cache = DynamicCache(
+                [
+                    (layer.keys.expand(count, -1, -1, -1), layer.values.expand(count, -1, -1, -1))
+                    for layer in cache.layers
+                ],
+                config=self.model.config,
+            )
+        else:
+            cache = None
+        embeds = torch.cat(
+            [prompt[-1:].expand(count, 1, -1), self.model.get_input_embeddings()(ids)], 1
         )
-        embeds = self.model.get_input_embeddings()(ids)
         logits = self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True).logits
         logits = logits.float().log_softmax(-1)
-        scores = []
-        for row, tokens in enumerate(continuations):
-            score = first[tokens[0]]
-            if len(tokens) > 1:
-                score = score + logits[row, : len(tokens) - 1].gather(1, tokens[1:, None]).sum()
-            scores.append(float(score))
-        return scores
+        return [
+            float(logits[row, : len(tokens)].gather(1, tokens[:, None]).sum())
+            for row, tokens in enumerate(continuations)
+        ]
 
     @torch.no_grad()
     def generate(
@@ -319,6 +351,7 @@ class Backbone(nn.Module):
         banned: Sequence[Sequence[Sequence[int]]] | None = None,
         prefix: Sequence[Sequence[int]] | None = None,
         past: Sequence[PrefixStates] | None = None,
+        keep_prompt_states: bool = False,
     ) -> list[Generation]:
         """Continue B prompts in one transformers `generate` call.
 
@@ -331,8 +364,11 @@ class Backbone(nn.Module):
         token ids its answer starts with (any number), written for the model (teacher-forced)
         and returned with the states that predicted them, as if generated; `banned` sees them.
         `past`: per row, the `prefix_states` of its first P positions (the same P for every
-        row), which are then not read again; the padding of such a batch comes after them, so
-        each row's real tokens keep their positions (`generate` counts them with the mask).
+        row), which are then not read again; padding there (the mask's zeros, as in a kept
+        `prompt_states`) or after them is left out of attention, and each row's real tokens
+        keep their positions (`generate` counts them with the mask). `keep_prompt_states`
+        (without `prefix`): each generation keeps the states of its prompt's positions but
+        the last (`Generation.prompt_states`).
         """
         batch, length = inputs_embeds.shape[:2]
         if attention_mask is None:
@@ -346,18 +382,14 @@ class Backbone(nn.Module):
             raise ValueError(f"{len(forced)} prefixes for {batch} prompts")
         if past is not None and len(past) != batch:
             raise ValueError(f"{len(past)} prefix states for {batch} prompts")
+        if keep_prompt_states and any(forced):
+            raise ValueError("prompt states are kept for prompts without a forced prefix only")
         if any(forced):
             kept = 0 if past is None else past[0][0][0].shape[2]  # padding goes after these
             inputs_embeds, attention_mask = self._append(
                 inputs_embeds, attention_mask.to(inputs_embeds.device), forced, kept
             )
-        cache = None
-        if past is not None:
-            layers = [zip(*rows, strict=True) for rows in zip(*past, strict=True)]
-            cache = DynamicCache(  # a new one: generate appends to it
-                [(torch.cat(keys), torch.cat(values)) for keys, values in layers],
-                config=self.model.config,
-            )
+        cache = None if past is None else _joined_cache(past, self.model.config)
         out = self.model.generate(
             inputs_embeds=inputs_embeds,
             past_key_values=cache,
@@ -377,6 +409,13 @@ class Backbone(nn.Module):
             return_dict_in_generate=True,
         )
         sequences = out.sequences
+        kept = None
+        if keep_prompt_states:
+            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            kept = [  # copies: a kept row holds no other row, nor the generated positions
+                tuple((k[[row], :, : length - 1], v[[row], :, : length - 1]) for k, v in layers)
+                for row in range(batch)
+            ]
         # hidden_states[step][-1] is the last layer; step 0 covers the whole prompt, and its last
         # position predicted the first new token; each later step adds one position.
         generations = []
@@ -391,7 +430,13 @@ class Backbone(nn.Module):
             ends = (ids == eos_token_id).nonzero()
             used = int(ends[0]) + 1 if len(ends) else len(ids)
             used = min(used, states.shape[0])
-            generations.append(Generation(token_ids=ids[:used], hidden=states[:used]))
+            generations.append(
+                Generation(
+                    token_ids=ids[:used],
+                    hidden=states[:used],
+                    prompt_states=None if kept is None else kept[row],
+                )
+            )
         return generations
 
     def _append(
@@ -423,3 +468,12 @@ class Backbone(nn.Module):
             mask = attention_mask[row]
             masks.append(torch.cat([mask[:kept], mask.new_zeros(gap), mask[kept:], ones]))
         return torch.stack(rows), torch.stack(masks)
+
+
+def _joined_cache(past: Sequence[PrefixStates], config: object) -> DynamicCache:
+    """A new cache (the model appends to it; `past` stays as it is) holding the rows' prefix
+    states stacked on the batch dimension."""
+    layers = [zip(*rows, strict=True) for rows in zip(*past, strict=True)]
+    return DynamicCache(
+        [(torch.cat(keys), torch.cat(values)) for keys, values in layers], config=config
+    )

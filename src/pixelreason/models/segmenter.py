@@ -210,6 +210,40 @@ class Edit:
     extras: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class PromptBatch:
+    """A batch's prompts as the LLM reads them (`PixelReasonModel.answer_batch`): embeddings
+    (B, T, D) and attention mask (B, T), left-padded after the image's part of the prompt,
+    and per row the LLM's key and value states of the first `shared` positions (`past`, laid
+    out as the batch is, padding included; None, with `shared` 0: every prompt is read
+    whole). Before the answer is decoded they cover the image's part; after it, every
+    position but the last. The checks' passes start from them."""
+
+    embeds: torch.Tensor
+    attention: torch.Tensor
+    past: list[PrefixStates] | None = None
+    shared: int = 0
+
+    def unread(self, row: int) -> torch.Tensor:
+        """The row's real positions (P, D) after those its prefix states cover."""
+        return self.embeds[row, self.shared :][self.attention[row, self.shared :].bool()]
+
+    def prefix(self, row: int) -> PrefixStates | None:
+        """The row's prefix states at its real positions alone (None where every prompt is
+        read whole), for a pass after them without a mask."""
+        if self.past is None:
+            return None
+        real = self.attention[row, : self.shared].bool()
+        if bool(real.all()):
+            return self.past[row]
+        index = real.nonzero()[:, 0].to(self.past[row][0][0].device)
+        return tuple((keys[:, :, index], values[:, :, index]) for keys, values in self.past[row])
+
+    def states(self, rows: Sequence[int]) -> list[PrefixStates] | None:
+        """The prefix states of `rows` as the batch lays them out, for `generate_batch`."""
+        return None if self.past is None else [self.past[row] for row in rows]
+
+
 @dataclass
 class Answer:
     """A generated answer: text, ids, and per-target mask logits (n, H, W) with scores (n,).
@@ -233,10 +267,11 @@ class PixelReasonModel(nn.Module):
     #: (576 image tokens), where a server holding many conversations may want 0 (keep none).
     kept_states_bytes: int = 64 * 2**20
     #: Reuse work between decodings (`answer_batch`): read each image's part of the prompt
-    #: once (`ImageCache.prefix_states`), and start the checks' second decodings from the
-    #: answer's words before its first banned one (`written_before`; with sampling, the first
-    #: sample's words). False reads every prompt whole and decodes again from the start: the
-    #: same greedy answers, for comparisons.
+    #: once (`ImageCache.prefix_states`), keep the LLM's states of the rest of each prompt
+    #: from the answer's decoding for the checks' passes and decodings (`PromptBatch`), and
+    #: start the checks' second decodings from the answer's words before its first banned one
+    #: (`written_before`; with sampling, the first sample's words). False reads every prompt
+    #: whole and decodes again from the start: the same greedy answers, for comparisons.
     reuse_states: bool = True
 
     def __init__(
@@ -786,6 +821,7 @@ class PixelReasonModel(nn.Module):
                     size = sum(t.numel() * t.element_size() for pair in states for t in pair)
                     if size <= self.kept_states_bytes:
                         caches[row].prefix_states[key] = states
+        batch = PromptBatch(embeds, attention, past, shared if past is not None else 0)
         options = {
             "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
             "eos_token_id": tokenizer.eos_token_id,
@@ -800,14 +836,20 @@ class PixelReasonModel(nn.Module):
             return self.backbone.generate_batch(
                 embeds[index],
                 attention[index.to(attention.device)],
-                past=None if past is None else [past[row] for row in rows],
+                past=batch.states(rows),
                 **{**options, **more},
             )
 
         if starts is not None and len(starts) != len(caches):
             raise ValueError(f"{len(starts)} answer starts for {len(caches)} conversations")
         forced = [tokenizer.encode(start, add_special_tokens=False) for start in starts or []]
-        generations = generate(range(len(caches)), **({"prefix": forced} if forced else {}))
+        keep = self.reuse_states and not forced
+        generations = generate(
+            range(len(caches)), **({"prefix": forced} if forced else {"keep_prompt_states": keep})
+        )
+        if keep:  # the checks' passes read each prompt's last position alone
+            states = [generation.prompt_states for generation in generations]
+            batch = PromptBatch(embeds, attention, states, embeds.shape[1] - 1)
         answers = [
             self._masks_for(cache, generation)
             for cache, generation in zip(caches, generations, strict=True)
@@ -845,8 +887,7 @@ class PixelReasonModel(nn.Module):
                     (presence, request, colour),
                     probed,
                     generate,
-                    embeds,
-                    attention,
+                    batch,
                 )
             target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
             statements = None
@@ -862,7 +903,7 @@ class PixelReasonModel(nn.Module):
                 )
             knowing = (caches, queries, answers, generations, statements, generate)
             if statements is not None:
-                self._check_knowledge(*knowing, embeds, attention, checked)
+                self._check_knowledge(*knowing, batch, checked)
             if presence > 0:
                 self._check_presence(
                     caches,
@@ -873,13 +914,11 @@ class PixelReasonModel(nn.Module):
                     checked,
                 )
             if statements is not None:
-                self._check_knowledge(*knowing, embeds, attention, checked, absence=True)
+                self._check_knowledge(*knowing, batch, checked, absence=True)
                 if self.config.knowledge_ranking:
-                    self._rank_subjects(*knowing, embeds, attention, checked)
+                    self._rank_subjects(*knowing, batch, checked)
         if colour > 0:
-            self._check_colour(
-                caches, answers, generations, (colour, probed), embeds, attention, checked
-            )
+            self._check_colour(caches, answers, generations, (colour, probed), batch, checked)
         if self._asks_instances(question):
             settings = {
                 "max_new_tokens": max_new_tokens,
@@ -900,7 +939,7 @@ class PixelReasonModel(nn.Module):
                     question,
                     settings,
                     (presence, probed("probe")),
-                    (embeds, attention),
+                    batch,
                 )
         return self._finish(caches, turns_list, answers, snap_scale, mask_names)
 
@@ -1016,14 +1055,14 @@ class PixelReasonModel(nn.Module):
         question: str,
         settings: dict[str, Any],
         presence: tuple[float, Sequence[Sequence[float]]],
-        prompts: tuple[torch.Tensor, torch.Tensor],
+        prompts: PromptBatch,
     ) -> None:
         """Group members, in place (`pixelreason.models.members`): each answer that grounds two or
         more targets, to a query that asks for no class by name ("all the cherries" asks for
         cherries only; "everything that grows on trees" names trees in passing), gains the regions
         of the classes the LLM finds about as likely to start it as its likeliest, that the answer
         does not name and the probe finds (`presence`: the threshold, and per row each class's;
-        `prompts`: the rows' prompt embeddings and attention mask); each asked the instance question
+        `prompts`: the batch's prompts); each asked the instance question
         `question`, one `answer_batch` call for all."""
         labels = self.config.probe_labels
         threshold, strength = presence
@@ -1041,7 +1080,7 @@ class PixelReasonModel(nn.Module):
             owners += [row] * len(classes)
         if not texts:
             return
-        scores = iter(self._continuation_logprobs(*prompts, owners, texts))
+        scores = iter(self._continuation_logprobs(prompts, owners, texts))
         asks = []
         for row, classes in zip(rows, seen, strict=True):
             run = likeliest_run({c: next(scores) for c in classes})
@@ -1554,8 +1593,7 @@ class PixelReasonModel(nn.Module):
         generations: list[Generation],
         statements: Statements,
         generate: Callable[..., list[Generation]],
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
+        prompts: PromptBatch,
         skip: set[int] = frozenset(),  # type: ignore[assignment]
         absence: bool = False,
     ) -> None:
@@ -1582,7 +1620,7 @@ class PixelReasonModel(nn.Module):
         if not absence:
             statements.texts(going, (True, False))  # both in one batch: the free ones for later
         candidates = self._statement_candidates(statements, going, queries, answers, not absence)
-        margins = self._statement_margins(embeds, attention, statements.start, candidates)
+        margins = self._statement_margins(prompts, statements.start, candidates)
         least = ABSENT_MARGIN if absence else MARGIN
         met = [c for c, margin in zip(candidates, margins, strict=True) if margin >= least]
         if not met:
@@ -1609,8 +1647,7 @@ class PixelReasonModel(nn.Module):
         generations: list[Generation],
         statements: Statements,
         generate: Callable[..., list[Generation]],
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
+        prompts: PromptBatch,
         skip: set[int] = frozenset(),  # type: ignore[assignment]
     ) -> None:
         """The knowledge check's ranking part (`pixelreason.models.knowledge`), in place, on
@@ -1640,7 +1677,7 @@ class PixelReasonModel(nn.Module):
                 for k in classes
             ]
             scored = self.backbone.continuation_logprobs(
-                embeds[row][attention[row].bool()], subjects
+                prompts.unread(row), subjects, prompts.prefix(row)
             )
             best = max(range(len(classes)), key=scored.__getitem__)
             margin = scored[best] - scored[0]
@@ -1680,8 +1717,7 @@ class PixelReasonModel(nn.Module):
 
     def _statement_margins(
         self,
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
+        prompts: PromptBatch,
         start: str,
         candidates: Sequence[tuple[int, int, str, str, int]],
     ) -> list[float]:
@@ -1695,7 +1731,7 @@ class PixelReasonModel(nn.Module):
         for row, stated, _, rest, answered in candidates:
             texts += [f"{start} {labels[k][0]}{rest.rstrip()}" for k in (stated, answered)]
             rows += [row, row]
-        scores = self._continuation_logprobs(embeds, attention, rows, texts)
+        scores = self._continuation_logprobs(prompts, rows, texts)
         return [scores[i] - scores[i + 1] for i in range(0, len(scores), 2)]
 
     def _follow_statements(
@@ -1763,49 +1799,61 @@ class PixelReasonModel(nn.Module):
         return generate(rows, banned=[[[target_id]]] * len(rows), prefix=[prefix] * len(rows))
 
     def _continuation_logprobs(
-        self,
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
-        rows: Sequence[int],
-        texts: Sequence[str],
+        self, prompts: PromptBatch, rows: Sequence[int], texts: Sequence[str]
     ) -> list[float]:
-        """Log-probability the LLM gives each text as the continuation of its row's prompt,
-        in one teacher-forced pass over the prompts plus texts, right-padded."""
+        """Log-probability the LLM gives each text as the continuation of its row's prompt:
+        each row's prompt is read once, after its prefix states, for all of its texts
+        (`Backbone.continuation_logprobs`)."""
         tokenizer = self.preprocessor.tokenizer
-        ids = [
-            torch.tensor(tokenizer.encode(text, add_special_tokens=False), device=self.device)
-            for text in texts
-        ]
-        with torch.no_grad():
-            out, starts = self._read_after_prompts(embeds, attention, rows, ids)
-        logits = out.logits.float().log_softmax(-1)
-        return [
-            float(
-                logits[index, start - 1 : start - 1 + len(tokens)].gather(1, tokens[:, None]).sum()
+        by_row: dict[int, list[int]] = {}
+        for index, row in enumerate(rows):
+            by_row.setdefault(row, []).append(index)
+        scores = [0.0] * len(texts)
+        for row, indices in by_row.items():
+            ids = [
+                torch.tensor(
+                    tokenizer.encode(texts[i], add_special_tokens=False), device=self.device
+                )
+                for i in indices
+            ]
+            read = self.backbone.continuation_logprobs(
+                prompts.unread(row), ids, prompts.prefix(row)
             )
-            for index, (start, tokens) in enumerate(zip(starts, ids, strict=True))
-        ]
+            for i, score in zip(indices, read, strict=True):
+                scores[i] = score
+        return scores
 
     def _read_after_prompts(
-        self,
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
-        rows: Sequence[int],
-        continuations: Sequence[torch.Tensor],
-    ) -> tuple[BackboneOutput, list[int]]:
-        """One teacher-forced pass over each row's prompt (its real positions) followed by
-        token ids, right-padded, so causal attention is exact for every real token; returns
-        the pass's output and each prompt's length."""
-        sequences, lengths = [], []
-        for row, ids in zip(rows, continuations, strict=True):
-            prompt = embeds[row][attention[row].bool()]
-            sequences.append(torch.cat([prompt, self.backbone.embed(ids[None], None)[0]]))
-            lengths.append(len(prompt))
-        length = max(len(sequence) for sequence in sequences)
-        padded = embeds.new_zeros((len(sequences), length, embeds.shape[-1]))
-        for index, sequence in enumerate(sequences):
-            padded[index, : len(sequence)] = sequence
-        return self.backbone(padded, None), lengths
+        self, prompts: PromptBatch, rows: Sequence[int], continuations: Sequence[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[int]]:
+        """Teacher-forced passes over each row's prompt (its real positions after its prefix
+        states, which are not read again) followed by token ids, right-padded, so causal
+        attention is exact for every real token; rows whose prefix states are as long share a
+        pass. Returns per row the last-layer states (T, D) of the positions read, and its
+        prompt's number of positions read."""
+        groups: dict[int, list[int]] = {}
+        prefixes = [prompts.prefix(row) for row in rows]
+        for index, prefix in enumerate(prefixes):
+            groups.setdefault(0 if prefix is None else prefix[0][0].shape[2], []).append(index)
+        hidden: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+        lengths = [len(prompts.unread(row)) for row in rows]
+        for indices in groups.values():
+            sequences = [
+                torch.cat(
+                    [prompts.unread(rows[i]), self.backbone.embed(continuations[i][None], None)[0]]
+                )
+                for i in indices
+            ]
+            length = max(len(sequence) for sequence in sequences)
+            padded = prompts.embeds.new_zeros((len(sequences), length, prompts.embeds.shape[-1]))
+            for place, sequence in enumerate(sequences):
+                padded[place, : len(sequence)] = sequence
+            past = None if prefixes[indices[0]] is None else [prefixes[i] for i in indices]
+            with torch.no_grad():
+                out = self.backbone(padded, None, past)
+            for place, i in enumerate(indices):
+                hidden[i] = out.hidden[place]
+        return hidden, lengths
 
     def _check_request(
         self,
@@ -1816,8 +1864,7 @@ class PixelReasonModel(nn.Module):
         thresholds: tuple[float, float, float],
         probed: Callable[[str], list[list[float]]],
         generate: Callable[..., list[Generation]],
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
+        prompts: PromptBatch,
     ) -> set[int]:
         """The request check, in place, for queries that ask for one class by an explicit
         description (`requested_class`, "the red mug"), with `thresholds` (presence, request,
@@ -1894,7 +1941,7 @@ class PixelReasonModel(nn.Module):
             answer.extras["request_check"] = {"rejected": answers[row].text, "was": kind}
             answers[row], generations[row] = answer, generation
             settled.add(row)
-        self._rewrite(caches, answers, generations, embeds, attention, edits)
+        self._rewrite(caches, answers, generations, prompts, edits)
         return settled | {edit.row for edit in edits}
 
     def _check_colour(
@@ -1903,8 +1950,7 @@ class PixelReasonModel(nn.Module):
         answers: list[Answer],
         generations: list[Generation],
         check: tuple[float, Callable[[str], list[list[float]]]],
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
+        prompts: PromptBatch,
         skip: set[int] = frozenset(),  # type: ignore[assignment]
     ) -> None:
         """Rewrite, in place, each answer whose first grounded "COLOUR CATEGORY" the colour
@@ -1935,15 +1981,14 @@ class PixelReasonModel(nn.Module):
             colour = max(colours, key=lambda token: scores[slot.others[token]])
             check = {"rejected": answers[row].text, "absent": labels[slot.label]}
             edits.append(Edit(row, slot.position, colour, "colour_check", check))
-        self._rewrite(caches, answers, generations, embeds, attention, edits)
+        self._rewrite(caches, answers, generations, prompts, edits)
 
     def _rewrite(
         self,
         caches: Sequence[ImageCache],
         answers: list[Answer],
         generations: list[Generation],
-        embeds: torch.Tensor,
-        attention: torch.Tensor,
+        prompts: PromptBatch,
         edits: Sequence[Edit],
     ) -> None:
         """Replace one token of each edited row's answer, in place, and recompute the states
@@ -1957,16 +2002,15 @@ class PixelReasonModel(nn.Module):
             edited = generations[edit.row].token_ids.clone()
             edited[edit.position] = edit.token
             edited_ids.append(edited)
-        out, lengths = self._read_after_prompts(
-            embeds, attention, [edit.row for edit in edits], [ids[:-1] for ids in edited_ids]
+        states, lengths = self._read_after_prompts(
+            prompts, [edit.row for edit in edits], [ids[:-1] for ids in edited_ids]
         )
-        states = out.hidden
         for index, (edit, edited, prompt_length) in enumerate(
             zip(edits, edited_ids, lengths, strict=True)
         ):
             first = generations[edit.row]
             start = prompt_length - 1 + edit.position  # the state that predicted the new token
-            hidden = states[index, start : prompt_length - 1 + len(edited)]
+            hidden = states[index][start : prompt_length - 1 + len(edited)]
             joined = Generation(
                 token_ids=edited,
                 hidden=torch.cat([first.hidden[: edit.position], hidden.to(first.hidden.dtype)]),
