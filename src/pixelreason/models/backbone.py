@@ -412,8 +412,11 @@ class Backbone(nn.Module):
         kept = None
         if keep_prompt_states:
             layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-            kept = [  # copies: a kept row holds no other row, nor the generated positions
-                tuple((k[[row], :, : length - 1], v[[row], :, : length - 1]) for k, v in layers)
+            kept = [  # views of the generation's cache, which the caller holds briefly
+                tuple(
+                    (k[row : row + 1, :, : length - 1], v[row : row + 1, :, : length - 1])
+                    for k, v in layers
+                )
                 for row in range(batch)
             ]
         # hidden_states[step][-1] is the last layer; step 0 covers the whole prompt, and its last

@@ -843,7 +843,10 @@ class PixelReasonModel(nn.Module):
         if starts is not None and len(starts) != len(caches):
             raise ValueError(f"{len(starts)} answer starts for {len(caches)} conversations")
         forced = [tokenizer.encode(start, add_special_tokens=False) for start in starts or []]
-        keep = self.reuse_states and not forced
+        # only the checks read them, and they need a probe (a public LLaVA has none, and its
+        # prompt states would be large)
+        probes = self.probe is not None or self.colour_probe is not None
+        keep = self.reuse_states and not forced and probes
         generations = generate(
             range(len(caches)), **({"prefix": forced} if forced else {"keep_prompt_states": keep})
         )
