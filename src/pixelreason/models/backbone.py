@@ -409,10 +409,10 @@ class Backbone(nn.Module):
             return_dict_in_generate=True,
         )
         sequences = out.sequences
-        kept = None
+        prompt_states = None
         if keep_prompt_states:
             layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-            kept = [  # views of the generation's cache, which the caller holds briefly
+            prompt_states = [  # views of the generation's cache, which the caller holds briefly
                 tuple(
                     (k[row : row + 1, :, : length - 1], v[row : row + 1, :, : length - 1])
                     for k, v in layers
@@ -437,7 +437,7 @@ class Backbone(nn.Module):
                 Generation(
                     token_ids=ids[:used],
                     hidden=states[:used],
-                    prompt_states=None if kept is None else kept[row],
+                    prompt_states=None if prompt_states is None else prompt_states[row],
                 )
             )
         return generations

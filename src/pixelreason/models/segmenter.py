@@ -1838,13 +1838,11 @@ class PixelReasonModel(nn.Module):
         prefixes = [prompts.prefix(row) for row in rows]
         for index, prefix in enumerate(prefixes):
             groups.setdefault(0 if prefix is None else prefix[0][0].shape[2], []).append(index)
+        unread = [prompts.unread(row) for row in rows]
         hidden: list[torch.Tensor] = [torch.empty(0)] * len(rows)
-        lengths = [len(prompts.unread(row)) for row in rows]
         for indices in groups.values():
             sequences = [
-                torch.cat(
-                    [prompts.unread(rows[i]), self.backbone.embed(continuations[i][None], None)[0]]
-                )
+                torch.cat([unread[i], self.backbone.embed(continuations[i][None], None)[0]])
                 for i in indices
             ]
             length = max(len(sequence) for sequence in sequences)
@@ -1856,7 +1854,7 @@ class PixelReasonModel(nn.Module):
                 out = self.backbone(padded, None, past)
             for place, i in enumerate(indices):
                 hidden[i] = out.hidden[place]
-        return hidden, lengths
+        return hidden, [len(prompt) for prompt in unread]
 
     def _check_request(
         self,
@@ -1995,9 +1993,9 @@ class PixelReasonModel(nn.Module):
         edits: Sequence[Edit],
     ) -> None:
         """Replace one token of each edited row's answer, in place, and recompute the states
-        from it on in one teacher-forced pass over each prompt plus its edited answer,
-        right-padded, so causal attention is exact for every real token (`Backbone.forward`)
-        and the masks follow the new words; each answer keeps its earlier checks' extras."""
+        from it on in a teacher-forced pass over the edited answer after its prompt
+        (`_read_after_prompts`), so the masks follow the new words; each answer keeps its
+        earlier checks' extras."""
         if not edits:
             return
         edited_ids = []
