@@ -217,15 +217,16 @@ def _text_qa_for_fact(fact_id: str, singular: bool = False) -> list[TextQA]:
         listed = _list_plurals(fact_id)
         answer = f"{listed[:1].upper()}{listed[1:]} {fact.plural}."
         items.append(TextQA(f"Which things {fact.plural}?", answer, fact_id))
+    # each holder with its article and the fact's verb form for it: "a lemon tastes"
+    phrased = [
+        (holder, _with_article(holder.name), fact.plural if holder.plural_noun else fact.singular)
+        for holder in holders
+    ]
     if len(holders) == 1 or singular:
-        for holder in holders:
-            subject = _with_article(holder.name)
-            form = fact.plural if holder.plural_noun else fact.singular
+        for _, subject, form in phrased:
             answer = f"{subject[:1].upper()}{subject[1:]} {form}."
             items.append(TextQA(f"What {fact.singular}?", answer, fact_id))
-    for holder in holders:
-        subject = _with_article(holder.name)
-        form = fact.plural if holder.plural_noun else fact.singular
+    for holder, subject, form in phrased:
         items.append(
             TextQA(
                 f"Is it true that {subject} {form}?",
