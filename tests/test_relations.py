@@ -8,6 +8,7 @@ import torch
 
 from pixelreason.api import encode_image
 from pixelreason.data.world.samples import generate_sample
+from pixelreason.models import segmenter
 from pixelreason.models.relations import (
     Relation,
     choose,
@@ -214,3 +215,34 @@ def test_bundled_default_follow_up_refers_to_the_conversation() -> None:
     # a turn whose "it" has nothing to refer to is the model's own answer
     alone = model.answer_batch([cache], [[Turn(second[0])]])[0]
     assert "relation" not in alone.extras
+
+
+def test_bundled_default_grounds_what_a_relation_presupposes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference's answer is given, and a candidate class the query names is asked about
+    where the probe reads it weakly: a car and a key the checks or the LLM would refuse."""
+    model, _ = load_model("default")
+    car = generate_sample(0, "test", 754)
+    assert car.texts[0] == "Segment the car left of the banana."
+    cache = encode_image(model, car.image)
+    turns = [[Turn(car.texts[0])]]
+    answer = model.answer_batch([cache], turns)[0]
+    assert answer.text == "It is the red car <SEG>."
+    assert _iou(answer.mask_logits[0].numpy() > 0, car.target_masks[0].astype(bool)) > 0.8
+    asked = answer.extras["relation"]
+    assert asked["reference"]["answer"] == "It is the banana <SEG>."
+    assert "car" in asked["classes"]
+    # a class the probe reads below the floor is not asked about: the model's answer stays
+    monkeypatch.setattr(segmenter, "PRESUPPOSED_PRESENCE", 1.0)
+    assert "relation" not in model.answer_batch([cache], turns)[0].extras
+    monkeypatch.undo()
+    key = generate_sample(0, "test", 379)
+    assert key.texts[0] == "Which object is to the left of the key?"
+    cache = encode_image(model, key.image)
+    said = model.answer_batch([cache], [[Turn("Segment the key.")]])[0]
+    assert said.text == "There is no key in this image."  # asked freely, the LLM refuses it
+    answer = model.answer_batch([cache], [[Turn(key.texts[0])]])[0]
+    assert answer.extras["relation"]["reference"]["answer"] == "It is the key <SEG>."
+    assert answer.text == "It is the brown sailboat <SEG>."
+    assert _iou(answer.mask_logits[0].numpy() > 0, key.target_masks[0].astype(bool)) > 0.8

@@ -15,10 +15,13 @@ This step reads the query's last sentence for one relation in plain English (`pa
 - other: "Show me the black scissors. Where is the other scissors?", "... another one like it";
 - colour: "... What else has the same colour as it?", "Segment the other red thing.".
 
-Then the *model* does the looking (`PixelReasonModel._answer_relations`): it is asked where the
+Then the *model* does the looking (`PixelReasonModel._with_relations`): it is asked where the
 candidates are (the instance question for a class, "Find every fruit in this picture." for a
 group, every class the probe finds for "object"), and where the reference is ("Segment the
-green pencil.", or the earlier sentences for "it"). Each candidate mask's separate regions are
+green pencil.", or the earlier sentences for "it"). What the relation names is presupposed:
+the reference's answer is given ("It is the green pencil <SEG>.", the model grounds it), and
+a candidate class the query names is asked about wherever the probe reads it at all, so a
+small object the probe misses is still found. Each candidate mask's separate regions are
 the objects (`regions_of`), and `choose` picks the one the relation names from their centroids,
 boxes and areas. The answer becomes "It is the CLASS <SEG>." over that region (mask names then
 add its colour). Where the query holds no relation, a part finds nothing, or no candidate
