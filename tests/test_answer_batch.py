@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,21 @@ def test_checks_from_kept_prompt_states_answer_as_reading_every_prompt_whole() -
     for one, two in zip(whole, kept, strict=True):
         _assert_same(one, two)
         assert one.extras.keys() == two.extras.keys()
+
+
+def test_the_cache_goes_by_this_transformers_name() -> None:
+    """transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes
+    in 5.40): every pass that hands the LLM a cache uses the name this version takes."""
+    model, _ = load_model("random:tiny")
+    backbone = model.backbone
+    options = {"max_new_tokens": 3, "eos_token_id": 2, "pad_token_id": 0}
+    starts, ends = torch.randn(2, 6, backbone.hidden_size), torch.randn(2, 4, backbone.hidden_size)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        past = backbone.prefix_states(starts)
+        backbone(ends, None, past)
+        backbone.continuation_logprobs(ends[0], [torch.tensor([5, 9])], past[0])
+        prompt = torch.cat([starts, ends], 1)
+        (kept, _) = backbone.generate_batch(prompt, None, keep_prompt_states=True, **options)
+        backbone.generate_batch(ends, None, past=past, **options)
+    assert len(kept.prompt_states) == model.backbone.config.text_config.num_hidden_layers

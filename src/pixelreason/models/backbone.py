@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -136,6 +138,13 @@ class Backbone(nn.Module):
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         self.model = model
+        # transformers 5.24 takes the key/value cache as `cache` (`past_key_values` deprecated)
+        takes = inspect.signature(model.forward).parameters
+        self._cache_keyword = "cache" if "cache" in takes else "past_key_values"
+
+    def _with_cache(self, cache: DynamicCache | None) -> dict[str, Any]:
+        """The keyword argument that gives the LLM `cache`, in this transformers' name."""
+        return {self._cache_keyword: cache}
 
     @classmethod
     def from_config(cls, config: dict | LlavaConfig) -> Backbone:
@@ -238,7 +247,7 @@ class Backbone(nn.Module):
         out = self.model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=cache,
+            **self._with_cache(cache),
             output_hidden_states=True,
             use_cache=cache is not None,
         )
@@ -252,7 +261,7 @@ class Backbone(nn.Module):
         that image, so it is read once per image, not once per question."""
         cache = DynamicCache(config=self.model.config)
         self.model(
-            inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1
+            inputs_embeds=inputs_embeds, **self._with_cache(cache), use_cache=True, logits_to_keep=1
         )
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return [  # copies ([row] indexing): a row kept with its image holds no other row
@@ -285,7 +294,7 @@ class Backbone(nn.Module):
         if len(prompt) > 1:
             self.model(
                 inputs_embeds=prompt[None, :-1],
-                past_key_values=cache,
+                **self._with_cache(cache),
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -306,7 +315,7 @@ class Backbone(nn.Module):
         embeds = torch.cat(
             [prompt[-1:].expand(count, 1, -1), self.model.get_input_embeddings()(ids)], 1
         )
-        logits = self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True).logits
+        logits = self.model(inputs_embeds=embeds, **self._with_cache(cache), use_cache=True).logits
         logits = logits.float().log_softmax(-1)
         return [
             float(logits[row, : len(tokens)].gather(1, tokens[:, None]).sum())
@@ -392,7 +401,7 @@ class Backbone(nn.Module):
         cache = None if past is None else _joined_cache(past, self.model.config)
         out = self.model.generate(
             inputs_embeds=inputs_embeds,
-            past_key_values=cache,
+            **self._with_cache(cache),
             attention_mask=attention_mask.to(inputs_embeds.device),
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
@@ -411,7 +420,8 @@ class Backbone(nn.Module):
         sequences = out.sequences
         prompt_states = None
         if keep_prompt_states:
-            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            grown = out.cache if self._cache_keyword == "cache" else out.past_key_values
+            layers = [(layer.keys, layer.values) for layer in grown.layers]
             prompt_states = [  # views of the generation's cache, which the caller holds briefly
                 tuple(
                     (k[row : row + 1, :, : length - 1], v[row : row + 1, :, : length - 1])
