@@ -246,3 +246,29 @@ def test_bundled_default_grounds_what_a_relation_presupposes(
     assert answer.extras["relation"]["reference"]["answer"] == "It is the key <SEG>."
     assert answer.text == "It is the brown sailboat <SEG>."
     assert _iou(answer.mask_logits[0].numpy() > 0, key.target_masks[0].astype(bool)) > 0.8
+
+
+def test_bundled_default_grounds_the_object_an_earlier_request_names() -> None:
+    """ "Where is the spotted yellow fish? Which object is nearest to it?": the earlier
+    sentence asks for a fish by name, so "it" is that fish, grounded with its answer given
+    (asked freely, the checks refuse it); an earlier question by what a thing is ("the thing
+    that is often steamed") is still the model's own answer."""
+    model, _ = load_model("default")
+    fish = generate_sample(0, "val", 135)
+    assert fish.texts[0] == "Where is the spotted yellow fish? Which object is nearest to it?"
+    cache = encode_image(model, fish.image)
+    first = fish.conversation[0][0]
+    said = model.answer_batch([cache], [[Turn(first)]], relations=False)[0]
+    assert said.text == "There is no spotted yellow fish in this image."
+    answer = model.answer_batch([cache], [[Turn(fish.texts[0])]])[0]
+    reference = answer.extras["relation"]["reference"]
+    assert reference == {"question": first, "answer": "It is the spotted yellow fish <SEG>."}
+    assert answer.text == "It is the orange tree <SEG>."
+    assert _iou(answer.mask_logits[0].numpy() > 0, fish.target_masks[0].astype(bool)) > 0.8
+    steamed = generate_sample(0, "test", 52)
+    first = steamed.conversation[0][0]
+    assert first == "Find the thing that is often steamed as a side dish."
+    cache = encode_image(model, steamed.image)
+    said = model.answer_batch([cache], [[Turn(first)]], relations=False)[0]
+    answer = model.answer_batch([cache], [[Turn(steamed.texts[0])]])[0]
+    assert answer.extras["relation"]["reference"] == {"question": first, "answer": said.text}

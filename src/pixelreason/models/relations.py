@@ -19,7 +19,8 @@ Then the *model* does the looking (`PixelReasonModel._with_relations`): it is as
 candidates are (the instance question for a class, "Find every fruit in this picture." for a
 group, every class the probe finds for "object"), and where the reference is ("Segment the
 green pencil.", or the earlier sentences for "it"). What the relation names is presupposed:
-the reference's answer is given ("It is the green pencil <SEG>.", the model grounds it), and
+the reference's answer is given ("It is the green pencil <SEG>.", the model grounds it; for
+"it", where the earlier sentence asks for an object by name: "Where is the lamp?"), and
 a candidate class the query names is asked about wherever the probe reads it at all, so a
 small object the probe misses is still found. Each candidate mask's separate regions are
 the objects (`regions_of`), and `choose` picks the one the relation names from their centroids,

@@ -1204,9 +1204,19 @@ class PixelReasonModel(nn.Module):
         reference = None
         reference_class = None
         if relation.reference:
-            if relation.reference == "it":  # the earlier sentences' answer, as the model says
+            request = (
+                requested_class(relation.context, labels, self.config.colour_probe_labels)
+                if relation.reference == "it"
+                else None
+            )
+            if relation.reference == "it" and request is None:
+                # the earlier sentences' answer to a question by what it is, as the model says
                 question = relation.context
                 said = ask([question])[0]
+            elif request is not None:  # "Where is the lamp? What is closest to it?": the lamp
+                question = relation.context
+                start = f"It is the {request.description} {SEG_TOKEN}."
+                said = ask([question], start, **UNCHECKED)[0]
             else:  # the answer is given, and the model grounds it
                 question = f"Segment the {relation.reference}."
                 start = f"It is the {relation.reference} {SEG_TOKEN}."
