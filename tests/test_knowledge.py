@@ -216,6 +216,30 @@ def test_absence_check_says_the_image_lacks_the_object_the_llm_states(default, m
     assert len(answer.scores) == 1 and "knowledge_check" not in answer.extras
 
 
+def test_absence_check_follows_a_stated_class_one_probe_part_reads(default, monkeypatch):
+    """ "the thing that gives shade on a sunny day": the answer grounds a leaf, and the free
+    statement "A tree gives shade on a sunny day." names a tree whose presence is under the
+    threshold; one probe part reads it at `RESCUE_PRESENCE` or more, so the answer grounds
+    the tree. With the floor out of reach the answer says that nothing fits."""
+    sample = generate_sample(0, "test", 119)
+    assert sample.texts[0] == "the thing that gives shade on a sunny day"
+    cache = encode_image(default, sample.image)
+    tree = _index("tree")
+    assert class_presence(default.probe, cache.features, cache.context)[0, tree] < 0.1
+    assert default.probe.strongest(cache.features, cache.context)[0, tree] >= 0.06
+    answer = default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert answer.text == "The green tree <SEG>."
+    check = answer.extras["knowledge_check"]
+    assert check["statement"] == "A tree gives shade on a sunny day."
+    assert "absent" not in check and "tree" not in check["rejected"]
+    mask = answer.mask_logits[0].numpy() > 0
+    target = sample.target_masks[0].astype(bool)
+    assert (mask & target).sum() / (mask | target).sum() > 0.8
+    monkeypatch.setattr(segmenter, "RESCUE_PRESENCE", 1.0)
+    answer = default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert answer.text == NOTHING_FOUND and answer.extras["knowledge_check"]["absent"] == "tree"
+
+
 def test_asks_by_knowledge_leaves_out_requests_by_name_and_relations():
     assert asks_by_knowledge("What here is squeezed to make lemonade?", LABELS)
     assert asks_by_knowledge("Find the thing that looks like a tiny tree.", LABELS)  # in passing

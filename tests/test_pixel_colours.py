@@ -160,6 +160,26 @@ def test_bundled_default_colour_request_takes_the_asked_colour(
     assert (mask & target).sum() / (mask | target).sum() > 0.7
 
 
+def test_bundled_default_refuses_a_colour_no_instance_has() -> None:
+    """ "Where are the red scissors?" of an image whose scissors are black and green: the LLM
+    grounds scissors, and no region of the instance answer reads red, so the answer says that
+    there are none."""
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", 53)
+    assert sample.texts[0] == "Where are the red scissors?" and not sample.target_masks
+    cache = encode_image(model, sample.image)
+    answer = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert answer.text == "There are no red scissors in this image."
+    assert len(answer.scores) == 0 and answer.mask_logits.shape[0] == 0
+    assert answer.extras["colour_request"]["rejected"] == "The red scissors <SEG>."
+    model.config.colour_requests = False
+    try:
+        plain = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    finally:
+        model.config.colour_requests = True
+    assert plain.text == "The black scissors <SEG>."  # mask names read what it grounds
+
+
 def test_fit_colours_command_writes_the_reader_and_sets_the_config(tmp_path: Path) -> None:
     directory = tmp_path / "model"
     shutil.copytree(BUNDLED_MODELS_DIR / "default", directory)

@@ -7,10 +7,12 @@ import dataclasses
 import pytest
 import torch
 
+from pixelreason.api import encode_image
 from pixelreason.config import preset
 from pixelreason.data.world.categories import CATEGORIES, class_labels
 from pixelreason.data.world.samples import generate_sample
 from pixelreason.errors import CheckpointError
+from pixelreason.models import segmenter
 from pixelreason.models.presence import (
     NOTHING_FOUND,
     BannedSequences,
@@ -170,3 +172,32 @@ def test_bundled_default_says_so_when_nothing_is_left_to_ground():
         assert answer.text == NOTHING_FOUND
         assert answer.extras["presence_check"]["rejected"] != NOTHING_FOUND
     assert said >= 2
+
+
+def test_bundled_default_keeps_an_answer_one_probe_part_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ "Only one of these things grows on a branch.": the answer grounds the leaf, whose
+    presence (the probe parts' mean) is under the threshold; without it the LLM grounds
+    nothing, but one probe part reads the leaf at `RESCUE_PRESENCE` or more, so the answer
+    stays. With the floor out of reach it says that nothing is found."""
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", 342)
+    assert "grows on a branch" in sample.texts[0]
+    cache = encode_image(model, sample.image)
+    turns = [[Turn(sample.texts[0])]]
+    leaf = [names[0] for names in model.config.probe_labels].index("leaf")
+    presence = class_presence(model.probe, cache.features, cache.context)[0, leaf]
+    strongest = model.probe.strongest(cache.features, cache.context)[0, leaf]
+    assert presence < model.config.presence_threshold <= strongest * 2
+    assert strongest >= segmenter.RESCUE_PRESENCE
+    answer = model.answer_batch([cache], turns)[0]
+    assert answer.text == "Sure, the green leaf <SEG>."
+    assert answer.extras["presence_rescue"]["absent"] == ["leaf"]
+    target = sample.target_masks[0].astype(bool)
+    mask = answer.mask_logits[0].numpy() > 0
+    assert (mask & target).sum() / (mask | target).sum() > 0.6
+    monkeypatch.setattr(segmenter, "RESCUE_PRESENCE", 1.0)
+    refused = model.answer_batch([cache], turns)[0]
+    assert refused.text == NOTHING_FOUND
+    assert refused.extras["presence_check"]["absent"] == ["leaf"]

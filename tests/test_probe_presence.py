@@ -129,3 +129,17 @@ def test_presence_loss_and_the_head_presence_are_refused_where_they_cannot_work(
             f"train: {{steps: 1, loss: {loss}}}\nout: {tmp_path / task}\n"
         )
         assert main(["train", str(recipe)]) != 0
+
+
+def test_strongest_is_the_highest_reading_of_either_probe() -> None:
+    """Where one probe sees a class and the other misses it, `presence` (their mean) halves it;
+    `strongest` keeps the part that sees it."""
+    probe = _probe(head=True)
+    features = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    context = torch.zeros(1, 2, 4, 4)
+    context[0, 1, 3, 3] = 1.0
+    cell = torch.tensor([0.0, 4.0, 0.0]).softmax(0)
+    flat = torch.tensor([0.0, 0.0, 0.0]).softmax(0)
+    assert torch.allclose(probe.strongest(features, context), torch.tensor([[cell[1], cell[1]]]))
+    assert torch.allclose(probe.strongest(features), torch.tensor([[cell[1], flat[2]]]))
+    assert (probe.strongest(features, context) >= probe.presence(features, context)).all()

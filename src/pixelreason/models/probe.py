@@ -67,6 +67,15 @@ class VisionProbe(nn.Module):
         `context` (B, C', h, w), the mean of that and the same over the head probe's finer grid."""
         return torch.stack(self._highest(features, context)).mean(0)
 
+    def strongest(
+        self, features: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, C - 1): each non-background class's highest probability in the probed part that
+        reads it most (the backbone probe's cells, or with `context` the mask-head probe's):
+        `presence` averages the parts, so a class one part sees and the other misses reads
+        half as much there."""
+        return torch.stack(self._highest(features, context)).amax(0)
+
     def presence_loss(
         self,
         features: torch.Tensor,
