@@ -1368,29 +1368,17 @@ class PixelReasonModel(nn.Module):
                 for k in range(len(regions))
                 if self._colour_of(read[k], request.label) == request.colour
             ]
-            if not fits:
-                if target_classes(answers[row].text, labels) == [request.label]:
-                    ids = tokenizer.encode(refusal(request, labels), add_special_tokens=False)
-                    mask_logits = answers[row].mask_logits[:0]
-                    refused = Answer("", torch.tensor(ids), mask_logits, reply.scores[:0])
-                    self._set_tokens(refused, ids)
-                    refused.extras["colour_request"] = {
-                        "rejected": answers[row].text,
-                        "question": instance_question(question, labels[request.label]),
-                        "regions": len(regions),
-                    }
-                    answers[row] = refused
+            if fits:  # the largest region of the asked colour
+                region = torch.as_tensor(regions[max(fits, key=lambda k: int(regions[k].sum()))])
+                text = f"It is the {request.description} {SEG_TOKEN}."
+                masks = torch.where(region, logits, logits.clamp(max=OUTSIDE_LOGIT))[None]
+                scores = reply.scores.mean().reshape(1)
+            elif target_classes(answers[row].text, labels) == [request.label]:
+                text, masks, scores = refusal(request, labels), logits[None][:0], reply.scores[:0]
+            else:
                 continue
-            region = torch.as_tensor(regions[max(fits, key=lambda k: int(regions[k].sum()))])
-            ids = tokenizer.encode(
-                f"It is the {request.description} {SEG_TOKEN}.", add_special_tokens=False
-            )
-            found = Answer(
-                "",
-                torch.tensor(ids),
-                torch.where(region, logits, logits.clamp(max=OUTSIDE_LOGIT))[None],
-                reply.scores.mean().reshape(1),
-            )
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            found = Answer("", torch.tensor(ids), masks, scores)
             self._set_tokens(found, ids)
             found.extras["colour_request"] = {
                 "rejected": answers[row].text,
@@ -1629,7 +1617,7 @@ class PixelReasonModel(nn.Module):
             if target_id is None
             else [i for i, g in enumerate(redone) if target_id not in g.token_ids]
         )
-        rescued = set()
+        rescued: set[int] = set()
         for i in empty:  # where one probe part reads what the answer grounds, it stays
             read = [strongest()[rows[i]][c] for c in rejected[i][1]]
             if min(read) >= RESCUE_PRESENCE:
@@ -1697,9 +1685,9 @@ class PixelReasonModel(nn.Module):
         going = statements.disagreeing(rows, [answer.text for answer in answers])
         if not going:
             return
-        if absence is None:
+        bound = absence is None  # the first part reads the bound statements, the second the free
+        if bound:
             statements.texts(going, (True, False))  # both in one batch: the free ones for later
-        bound = absence is None
         candidates = self._statement_candidates(statements, going, queries, answers, bound)
         margins = self._statement_margins(prompts, statements.start, candidates)
         least = MARGIN if bound else ABSENT_MARGIN
@@ -1710,7 +1698,7 @@ class PixelReasonModel(nn.Module):
             self._follow_statements(caches, answers, generations, [c[:3] for c in read], generate)
         if not met:
             return
-        if absence is None:
+        if bound:
             self._follow_statements(caches, answers, generations, [c[:3] for c in met], generate)
             return
         labels = self.config.probe_labels
