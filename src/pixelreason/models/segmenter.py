@@ -1217,23 +1217,17 @@ class PixelReasonModel(nn.Module):
         reference = None
         reference_class = None
         if relation.reference:
-            request = (
-                requested_class(relation.context, labels, self.config.colour_probe_labels)
-                if relation.reference == "it"
-                else None
-            )
-            if relation.reference == "it" and request is None:
-                # the earlier sentences' answer to a question by what it is, as the model says
+            if relation.reference == "it":  # the earlier sentences' answer
                 question = relation.context
-                said = ask([question])[0]
-            elif request is not None:  # "Where is the lamp? What is closest to it?": the lamp
-                question = relation.context
-                start = f"It is the {request.description} {SEG_TOKEN}."
-                said = ask([question], start, **UNCHECKED)[0]
-            else:  # the answer is given, and the model grounds it
+                request = requested_class(question, labels, self.config.colour_probe_labels)
+                named = None if request is None else request.description
+            else:
                 question = f"Segment the {relation.reference}."
-                start = f"It is the {relation.reference} {SEG_TOKEN}."
-                said = ask([question], start, **UNCHECKED)[0]
+                named = relation.reference
+            if named is None:  # asked for a thing by what it is: as the model says
+                said = ask([question])[0]
+            else:  # asked for by name ("the key", "Where is the lamp?"): the model grounds it
+                said = ask([question], f"It is the {named} {SEG_TOKEN}.", **UNCHECKED)[0]
             asked["reference"] = {"question": question, "answer": said.text}
             if not len(said.scores):
                 return None
