@@ -4,6 +4,7 @@
     python benchmarks/latency.py --world 100   # 100 ReasonWorld val queries, one image each
     python benchmarks/latency.py --world 100 --compare-reuse   # with and without reuse
     python benchmarks/latency.py --world 100 --compare-knowledge   # knowledge check off / on
+    python benchmarks/latency.py --world 100 --compare-int8   # float32 LLM / int8 LLM
 
 Cold = set_image + segment (both vision encoders + generation + masks); cached = segment on
 an image already set. Prints a table; timings are medians over --runs of one query on one
@@ -43,6 +44,13 @@ def main() -> None:
         help="time N ReasonWorld val-split queries (each on its own image) instead of --image",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--int8", action="store_true", help="the LLM's linear layers in int8")
+    parser.add_argument(
+        "--compare-int8",
+        action="store_true",
+        help="time each query on the model with a float32 LLM and on a copy with an int8 one "
+        "(`--int8`), interleaved",
+    )
     parser.add_argument(
         "--compare-reuse",
         action="store_true",
@@ -131,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    segmenter = Segmenter.from_pretrained(args.model)
+    segmenter = Segmenter.from_pretrained(args.model, int8=args.int8)
     checks = ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start")
     for check in (*checks, "instance_question", "snap_scale"):
         if getattr(args, check) is not None:
@@ -144,12 +152,19 @@ def main() -> None:
     segmenter.set_image(cases[0][0])
     segmenter.segment(cases[0][1])  # warm-up
     model = segmenter.model
+    if args.compare_int8:
+        small = Segmenter.from_pretrained(args.model, int8=True)
+        small.model.config = model.config  # the same checks
+        small.set_image(cases[0][0])
+        small.segment(cases[0][1])
+        compare(lambda on: small if on else segmenter, cases, "int8")
+        return
     if args.compare_reuse:
 
         def reuse(on: bool) -> None:
             model.reuse_states = on
 
-        compare(segmenter, cases, "reuse", reuse)
+        compare(_with(segmenter, reuse), cases, "reuse")
         return
     if args.compare_colour_pixels:
         pixels = _switch(model.config, "colour_pixels", False)
@@ -159,7 +174,7 @@ def main() -> None:
             pixels(on)
             requests(on)
 
-        compare(segmenter, cases, "pixel colours", colours)
+        compare(_with(segmenter, colours), cases, "pixel colours")
         return
     for flag, setting, name, off in (
         ("compare_knowledge", "knowledge_start", "knowledge check", ""),
@@ -171,7 +186,7 @@ def main() -> None:
         ("compare_knowledge_ranking", "knowledge_ranking", "knowledge ranking", False),
     ):
         if getattr(args, flag):
-            compare(segmenter, cases, name, _switch(model.config, setting, off))
+            compare(_with(segmenter, _switch(model.config, setting, off)), cases, name)
             return
     cold, cached, tokens, redecoded = [], [], [], 0
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
@@ -187,7 +202,8 @@ def main() -> None:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     params = sum(p.numel() for p in segmenter.model.parameters()) / 1e6
     print(f"model: {segmenter.description}")
-    print(f"parameters: {params:.2f} M, torch threads: {torch.get_num_threads()}")
+    uncounted = " (float ones; the LLM's int8 weights not counted)" if args.int8 else ""
+    print(f"parameters: {params:.2f} M{uncounted}, torch threads: {torch.get_num_threads()}")
     print("| measure | median | p90 |")
     print("|---|---|---|")
     for name, values in (("cold image (ms)", cold), ("cached image (ms)", cached)):
@@ -227,13 +243,23 @@ def _switch(config: object, setting: str, off: object) -> Callable[[bool], None]
     return switch
 
 
-def compare(segmenter: Segmenter, cases: list, name: str, switch: Callable[[bool], None]) -> None:
-    """Each query cold and cached, twice with `switch(False)` and twice with `switch(True)`
+def _with(segmenter: Segmenter, switch: Callable[[bool], None]) -> Callable[[bool], Segmenter]:
+    """`segmenter`, with `switch(on)` applied first."""
+
+    def pick(on: bool) -> Segmenter:
+        switch(on)
+        return segmenter
+
+    return pick
+
+
+def compare(pick: Callable[[bool], Segmenter], cases: list, name: str) -> None:
+    """Each query cold and cached, twice on `pick(False)` and twice on `pick(True)`
     (off, on, on, off), and a table of medians and means of each."""
     times: dict[tuple[str, bool], list[float]] = {}
     for image, query in tqdm(cases, desc="queries", disable=len(cases) < 50):
         for on in (False, True, True, False):
-            switch(on)
+            segmenter = pick(on)
             start = time.perf_counter()
             segmenter.set_image(image)
             segmenter.segment(query)
@@ -241,7 +267,7 @@ def compare(segmenter: Segmenter, cases: list, name: str, switch: Callable[[bool
             segmenter.segment(query)
             times.setdefault(("cold", on), []).append(middle - start)
             times.setdefault(("cached", on), []).append(time.perf_counter() - middle)
-    switch(True)
+    segmenter = pick(True)
     print(f"model: {segmenter.description}; {len(cases)} queries, each 2x each way")
     print(f"| ms | median, {name} off | median, on | mean, off | mean, on |")
     print("|---|---|---|---|---|")

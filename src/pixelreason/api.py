@@ -154,11 +154,13 @@ class Segmenter:
         *,
         method: str | None = None,
         device: str = "cpu",
+        int8: bool = False,
     ) -> Segmenter:
         """Load a model directory or bundled model name (see `pixelreason.registry`); with
         neither, the bundled default, or with `method` ("lisa", "pixellm", ...) that method's
-        bundled model."""
-        model, description = load_model(name_or_path, method=method, device=device)
+        bundled model. `int8`: the LLM's linear layers in int8 (CPU only; faster decoding,
+        answers close to but not the same as float32's)."""
+        model, description = load_model(name_or_path, method=method, device=device, int8=int8)
         return cls(model, description)
 
     @property

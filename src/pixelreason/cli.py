@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluator.add_argument("--limit", type=int, default=None, help="only the first N samples")
     evaluator.add_argument("--out", default=None, help="report folder (default: DATA_DIR/eval)")
     evaluator.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    _int8_option(evaluator)
     _presence_option(evaluator)
 
     _serve_parser(commands)
@@ -406,6 +407,15 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         model.config.snap_scale = args.snap_scale
 
 
+def _int8_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="the LLM's linear layers in int8 (CPU only): faster decoding on a CPU; answers are "
+        "close to, not the same as, float32's (see the README's results)",
+    )
+
+
 def _model_options(parser: argparse.ArgumentParser) -> None:
     from pixelreason.config import METHOD_MODELS
 
@@ -424,6 +434,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)"
     )
+    _int8_option(parser)
     parser.add_argument(
         "--max-new-tokens",
         type=int,
@@ -442,7 +453,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     query = validate_query(args.query)
     box = _parse_box(args.box)
     image = load_image(args.image)
-    segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
+    segmenter = Segmenter.from_pretrained(
+        args.model, method=args.method, device=args.device, int8=args.int8
+    )
     _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
     segmenter.set_image(image)
@@ -492,7 +505,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from pixelreason.imaging import load_image
 
     image = load_image(args.image)
-    segmenter = Segmenter.from_pretrained(args.model, method=args.method, device=args.device)
+    segmenter = Segmenter.from_pretrained(
+        args.model, method=args.method, device=args.device, int8=args.int8
+    )
     _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
     segmenter.set_image(image)
@@ -555,7 +570,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split_dir = Path(args.data_dir) / args.split
     if not split_dir.is_dir():
         raise InputError(f"split folder not found: {split_dir}")
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device)
+    segmenter = Segmenter.from_pretrained(args.model, device=args.device, int8=args.int8)
     _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
     try:
@@ -600,7 +615,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")
-    model, description = load_model(args.model, method=args.method, device=args.device)
+    model, description = load_model(
+        args.model, method=args.method, device=args.device, int8=args.int8
+    )
     _set_checks(model, args)
     _note_model(description)
     service = SegmentService(model, description, config, model_name=str(args.model or description))

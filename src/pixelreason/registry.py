@@ -45,6 +45,7 @@ def load_model(
     *,
     method: str | None = None,
     device: str | torch.device = "cpu",
+    int8: bool = False,
 ) -> tuple[PixelReasonModel, str]:
     """Load a model and describe it in one line.
 
@@ -52,13 +53,19 @@ def load_model(
     `random:PRESET` for an untrained model (tests, training from scratch). `default` is the
     bundled default model, or, if this installation has none yet, a random tiny model.
     `method` (e.g. "pixellm") alone picks that method's bundled model; with a model it
-    checks that the model implements that method.
+    checks that the model implements that method. `int8`: the LLM's linear layers in int8,
+    for inference on a CPU (`pixelreason.models.quantize`).
     """
     if name_or_path is None:
         name_or_path = model_for_method(method) if method else DEFAULT_MODEL
     model, description = _load(name_or_path, device)
     if method is not None and model.config.head != method:
         raise InputError(f"{description} implements the {model.config.head} method, not {method}")
+    if int8:
+        from pixelreason.models.quantize import quantize_language_model
+
+        quantize_language_model(model)
+        description += " (int8 LLM)"
     return model, description
 
 
