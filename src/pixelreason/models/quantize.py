@@ -33,9 +33,7 @@ def quantize_language_model(model: nn.Module) -> nn.Module:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError as error:  # a torch without the ao quantization package
         raise InputError(f"int8 weights need torch.ao.quantization: {error}") from None
-    if not torch.backends.quantized.supported_engines or all(
-        engine == "none" for engine in torch.backends.quantized.supported_engines
-    ):
+    if set(torch.backends.quantized.supported_engines) <= {"none"}:
         raise InputError("this torch build has no quantized engine for int8 weights")
     language = model.backbone.model
     spec = {nn.Linear: per_channel_dynamic_qconfig}
@@ -43,10 +41,6 @@ def quantize_language_model(model: nn.Module) -> nn.Module:
         # torch 2.13 marks quantized tensors deprecated (in favour of torchao); they work.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        language.model.language_model = quantize_dynamic(
-            language.model.language_model.eval(), spec, inplace=False
-        )
-        language.lm_head = quantize_dynamic(
-            nn.Sequential(language.lm_head.eval()), spec, inplace=False
-        )[0]
+        quantize_dynamic(language.model.language_model.eval(), spec, inplace=True)
+        language.lm_head = quantize_dynamic(nn.Sequential(language.lm_head.eval()), spec)[0]
     return model
