@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ from pixelreason.train.losses import (
     score_mse,
     target_overlap,
 )
+from pixelreason.utils.files import atomic_write_bytes
 
 
 def _ask(model: PixelReasonModel, question: str):
@@ -153,6 +156,20 @@ def test_save_overwrites_atomically(trained_dir: Path, tmp_path: Path) -> None:
     model.save_pretrained(tmp_path / "m")
     model.save_pretrained(tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_saved_model_gets_the_modes_of_the_users_umask(trained_dir: Path, tmp_path: Path) -> None:
+    """Atomic writes stage in private temporary files and directories (0600, 0700); what
+    they become is readable as a plain write would leave it (umask 022 here)."""
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    model.save_pretrained(tmp_path / "m")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o777 & ~umask
+    for name in ("pixelreason.json", WEIGHTS_NAME):
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o666 & ~umask
+    atomic_write_bytes(tmp_path / "note.txt", b"x")
+    assert stat.S_IMODE((tmp_path / "note.txt").stat().st_mode) == 0o666 & ~umask
 
 
 def test_checkpoint_that_does_not_match_its_config_is_refused(
