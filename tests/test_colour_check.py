@@ -18,6 +18,7 @@ from pixelreason.models.presence import (
     ColourSlot,
     class_presence,
     colour_slots,
+    foreign_colour,
     recolour,
 )
 from pixelreason.models.segmenter import PixelReasonModel
@@ -65,6 +66,58 @@ def test_colour_slots_find_colour_and_category_right_before_a_target() -> None:
     assert recolour([slot], [0.01, 0.02, 0.05, 0, 0], 0.1) is None  # no mug found at all
     other = ColourSlot(3, 4, {7: 3})
     assert recolour([slot, other], [0.5, 0, 0, 0.3, 0.0], 0.1) == (other, [7])
+
+
+def test_foreign_colour_finds_a_colour_the_category_never_has() -> None:
+    tokenizer = bundled_tokenizer()
+    labels = ["red mug", "blue mug", "yellow lemon"]
+    target = 9999
+
+    def ids(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    answer = ids("The blue mug ") + [target] + ids(" and the red lemon") + [target]
+    position, own = foreign_colour(answer, tokenizer, labels, target)
+    assert answer[position] == ids(" red")[0] and answer[position + 1 :][:1] == ids(" lemon")
+    assert own == {ids(" yellow")[0]: 2}
+    # a colour its category has, or no target after it, is no foreign colour
+    assert foreign_colour(ids("The blue mug ") + [target], tokenizer, labels, target) is None
+    assert foreign_colour(ids("The red lemon is sour."), tokenizer, labels, target) is None
+    # "yellow" is a colour word (some category has it), wrong for a mug
+    position, own = foreign_colour(ids("the yellow mug") + [target], tokenizer, labels, target)
+    assert own == {ids(" red")[0]: 0, ids(" blue")[0]: 1}
+
+
+@pytest.mark.parametrize(
+    ("index", "rejected", "text"),
+    [
+        # a lemon comes in one colour: answers name it alone
+        (9, "The red lemon <SEG>.", "The lemon <SEG>."),
+        # a cat comes in several: the one the colour probe finds most
+        (56, "The blue cat <SEG>.", "The orange cat <SEG>."),
+    ],
+)
+def test_bundled_default_drops_or_replaces_a_colour_the_category_never_has(
+    index: int, rejected: str, text: str
+) -> None:
+    """Zero-shot queries: where the LLM grounds "the red lemon", the mask of the colour it
+    wrote is not the lemon's; with the colour word fixed, the states after it are read again
+    and the mask finds the lemon."""
+    model, _ = load_model("default")
+    sample = generate_sample(0, "zeroshot", index)
+    target = sample.target_masks[0].astype(bool)
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    turns = [Turn(sample.texts[0])]
+    answer = model.answer_batch([cache], [turns], mask_names=False)[0]
+    unchecked = model.answer_batch([cache], [turns], colour_threshold=0.0, mask_names=False)[0]
+    assert unchecked.text == rejected == answer.extras["colour_check"]["rejected"]
+    assert answer.text == text
+
+    def iou(found) -> float:
+        mask = found.mask_logits[0].numpy() > 0
+        return (mask & target).sum() / (mask | target).sum()
+
+    assert iou(unchecked) < 0.1 and iou(answer) > 0.7
 
 
 @pytest.mark.parametrize("head", [False, True])

@@ -192,6 +192,35 @@ def colour_slots(
     return slots
 
 
+def foreign_colour(
+    token_ids: Sequence[int],
+    tokenizer: PreTrainedTokenizerBase,
+    labels: Sequence[str],
+    target_id: int,
+) -> tuple[int, dict[int, int]] | None:
+    """The first colour word that the answer `token_ids` writes right before a category and a
+    target token where that category never comes in that colour ("the red lemon <SEG>", "the
+    blue watermelon slice <SEG>"; a colour word is any that `labels` give some category): its
+    position and the category's own colours ({colour token id: label index}); None where
+    every grounded colour is one of its category's."""
+    patterns = colour_patterns(tokenizer, tuple(labels))
+    words = {token for colours in patterns.values() for token in colours}
+    ids = list(token_ids)
+    blank = {i for i in set(ids) if i != target_id and not tokenizer.decode([i]).strip()}
+    for position, token in enumerate(ids[:-2]):
+        if token not in words:
+            continue
+        for category, colours in patterns.items():
+            end = position + 1 + len(category)
+            if token in colours or tuple(ids[position + 1 : end]) != category:
+                continue
+            while end < len(ids) and ids[end] in blank:
+                end += 1
+            if end < len(ids) and ids[end] == target_id:
+                return position, dict(colours)
+    return None
+
+
 def recolour(
     slots: Sequence[ColourSlot], presence: Sequence[float], threshold: float
 ) -> tuple[ColourSlot, list[int]] | None:

@@ -69,6 +69,7 @@ from pixelreason.models.presence import (
     ban_list,
     class_presence,
     colour_slots,
+    foreign_colour,
     mentioned_classes,
     named_classes,
     recolour,
@@ -216,11 +217,12 @@ UNCHECKED = {"presence_threshold": 0.0, "colour_threshold": 0.0, "request_thresh
 @dataclass(frozen=True)
 class Edit:
     """One token an inference check puts in an answer (`PixelReasonModel._rewrite`): `row`'s
-    answer gets `token` at `position`; `extras[check]` records why."""
+    answer gets `token` at `position` (None: the token there is deleted); `extras[check]`
+    records why."""
 
     row: int
     position: int
-    token: int
+    token: int | None
     check: str
     extras: dict[str, Any]
 
@@ -2022,8 +2024,13 @@ class PixelReasonModel(nn.Module):
         probe does not find while it finds that category in other colours: the colour word
         becomes the one the probe finds most for that category, and the states after it are
         recomputed in one teacher-forced pass over prompt and answer
-        (`pixelreason.models.presence`), so the masks follow the new words. `check`: the
-        threshold and the probes' scores by probe name; rows in `skip` are left alone."""
+        (`pixelreason.models.presence`), so the masks follow the new words. Before that, a
+        colour word its category never has ("the red lemon <SEG>", `foreign_colour`: the LLM
+        writes them off its training distribution, on zero-shot facts above all, and the mask
+        follows the colour to another object) is dropped where the category comes in one
+        colour ("the lemon", as answers name it) and otherwise replaced in the same way.
+        `check`: the threshold and the probes' scores by probe name; rows in `skip` are left
+        alone."""
         labels = self.config.colour_probe_labels
         tokenizer = self.preprocessor.tokenizer
         target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
@@ -2037,6 +2044,17 @@ class PixelReasonModel(nn.Module):
                 continue
             ids = generations[row].token_ids
             scores = presence[row]
+            foreign = foreign_colour(ids.tolist(), tokenizer, labels, target_id)
+            if foreign is not None:  # "the red lemon": a colour its category never has
+                position, own = foreign
+                category = labels[next(iter(own.values()))].partition(" ")[2]
+                wrote = tokenizer.decode(ids[position : position + 1]).strip()
+                check = {"rejected": answer.text, "absent": f"{wrote} {category}"}
+                # one colour: answers name the category alone ("the lemon"); else the colour
+                # the probe finds most for it
+                token = None if len(own) == 1 else max(own, key=lambda t: scores[own[t]])
+                edits.append(Edit(row, position, token, "colour_check", check))
+                continue
             found = recolour(
                 colour_slots(ids.tolist(), tokenizer, labels, target_id), scores, threshold
             )
@@ -2064,9 +2082,10 @@ class PixelReasonModel(nn.Module):
             return
         edited_ids = []
         for edit in edits:
-            edited = generations[edit.row].token_ids.clone()
-            edited[edit.position] = edit.token
-            edited_ids.append(edited)
+            ids = generations[edit.row].token_ids
+            put = [] if edit.token is None else [edit.token]
+            middle = torch.tensor(put, dtype=ids.dtype)
+            edited_ids.append(torch.cat([ids[: edit.position], middle, ids[edit.position + 1 :]]))
         states, lengths = self._read_after_prompts(
             prompts, [edit.row for edit in edits], [ids[:-1] for ids in edited_ids]
         )
