@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -166,6 +166,33 @@ def colour_patterns(
     return patterns
 
 
+def _grounded_colours(
+    token_ids: Sequence[int],
+    tokenizer: PreTrainedTokenizerBase,
+    labels: Sequence[str],
+    target_id: int,
+) -> Iterator[tuple[int, int, dict[int, int]]]:
+    """(position, colour token, the category's colours {colour token id: label index}) for
+    each colour word of `labels` (any category's) that the answer `token_ids` writes right
+    before a category name and a target token (`target_id`, e.g. `<SEG>`'s; blank tokens
+    between them are skipped), in order; the colour need not be one of that category's."""
+    patterns = colour_patterns(tokenizer, tuple(labels))
+    words = {token for colours in patterns.values() for token in colours}
+    ids = list(token_ids)
+    blank = {i for i in set(ids) if i != target_id and not tokenizer.decode([i]).strip()}
+    for position, token in enumerate(ids[:-2]):
+        if token not in words:
+            continue
+        for category, colours in patterns.items():
+            end = position + 1 + len(category)
+            if tuple(ids[position + 1 : end]) != category:
+                continue
+            while end < len(ids) and ids[end] in blank:
+                end += 1
+            if end < len(ids) and ids[end] == target_id:
+                yield position, token, colours
+
+
 def colour_slots(
     token_ids: Sequence[int],
     tokenizer: PreTrainedTokenizerBase,
@@ -175,21 +202,11 @@ def colour_slots(
     """Each "COLOUR CATEGORY" of `labels` that the answer `token_ids` writes right before a
     target token (`target_id`, e.g. `<SEG>`'s; blank tokens between them are skipped), in
     order."""
-    patterns = colour_patterns(tokenizer, tuple(labels))
-    ids = list(token_ids)
-    blank = {i for i in set(ids) if i != target_id and not tokenizer.decode([i]).strip()}
-    slots = []
-    for position, token in enumerate(ids[:-2]):
-        for category, colours in patterns.items():
-            end = position + 1 + len(category)
-            if token not in colours or tuple(ids[position + 1 : end]) != category:
-                continue
-            while end < len(ids) and ids[end] in blank:
-                end += 1
-            if end < len(ids) and ids[end] == target_id:
-                others = {c: i for c, i in colours.items() if c != token}
-                slots.append(ColourSlot(position, colours[token], others))
-    return slots
+    return [
+        ColourSlot(position, colours[token], {c: i for c, i in colours.items() if c != token})
+        for position, token, colours in _grounded_colours(token_ids, tokenizer, labels, target_id)
+        if token in colours
+    ]
 
 
 def foreign_colour(
@@ -203,22 +220,15 @@ def foreign_colour(
     blue watermelon slice <SEG>"; a colour word is any that `labels` give some category): its
     position and the category's own colours ({colour token id: label index}); None where
     every grounded colour is one of its category's."""
-    patterns = colour_patterns(tokenizer, tuple(labels))
-    words = {token for colours in patterns.values() for token in colours}
-    ids = list(token_ids)
-    blank = {i for i in set(ids) if i != target_id and not tokenizer.decode([i]).strip()}
-    for position, token in enumerate(ids[:-2]):
-        if token not in words:
-            continue
-        for category, colours in patterns.items():
-            end = position + 1 + len(category)
-            if token in colours or tuple(ids[position + 1 : end]) != category:
-                continue
-            while end < len(ids) and ids[end] in blank:
-                end += 1
-            if end < len(ids) and ids[end] == target_id:
-                return position, dict(colours)
-    return None
+    grounded = _grounded_colours(token_ids, tokenizer, labels, target_id)
+    return next(
+        (
+            (position, dict(colours))
+            for position, token, colours in grounded
+            if token not in colours
+        ),
+        None,
+    )
 
 
 def recolour(
