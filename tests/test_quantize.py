@@ -14,8 +14,9 @@ from torch.ao.nn.quantized import dynamic
 
 from pixelreason.api import Segmenter
 from pixelreason.cli import main
-from pixelreason.errors import InputError
+from pixelreason.errors import CheckpointError, InputError
 from pixelreason.models.quantize import quantize_language_model
+from pixelreason.models.segmenter import PixelReasonModel
 
 
 def _linears(module: nn.Module) -> int:
@@ -59,6 +60,13 @@ def test_int8_logits_stay_close_to_float32() -> None:
         b = small.backbone.model(input_ids=ids).logits
     assert not torch.equal(a, b)  # the weights really changed
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def test_int8_model_is_not_saved(trained_dir: Path, tmp_path: Path) -> None:
+    model = quantize_language_model(PixelReasonModel.from_pretrained(trained_dir))
+    with pytest.raises(CheckpointError, match="int8"):
+        model.save_pretrained(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
 def test_int8_needs_the_cpu() -> None:

@@ -541,7 +541,11 @@ class PixelReasonModel(nn.Module):
         return counts
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write config, tokenizer, processors and safetensors weights, atomically."""
+        """Write config, tokenizer, processors and safetensors weights, atomically. A model
+        with int8 layers (`pixelreason.models.quantize`) is refused: they hold packed weights
+        that no float32 model can load."""
+        if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in self.modules()):
+            raise CheckpointError("an int8 model cannot be saved: save the float32 model")
         with atomic_directory(directory) as staging:
             self.config.save(staging)
             self.preprocessor.save_pretrained(staging)
