@@ -345,6 +345,14 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "bundled default)",
     )
     parser.add_argument(
+        "--knowledge-adapter",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the knowledge check's statements read the model's knowledge adapter, a LoRA on "
+        "its LLM trained on text, where the model has one; answers and masks never do "
+        "(default: on)",
+    )
+    parser.add_argument(
         "--snap-scale",
         type=float,
         default=None,
@@ -395,6 +403,10 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         model.config.group_members = args.group_members
     if args.knowledge_ranking is not None:
         model.config.knowledge_ranking = args.knowledge_ranking
+    if args.knowledge_adapter is not None:
+        if args.knowledge_adapter and model.knowledge_language_model is None:
+            raise InputError("--knowledge-adapter: this model has no knowledge adapter")
+        model.config.knowledge_adapter = args.knowledge_adapter
     if args.colour_pixels is not None:
         if args.colour_pixels and model.pixel_colours is None:
             raise InputError(

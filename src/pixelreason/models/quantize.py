@@ -42,5 +42,8 @@ def quantize_language_model(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         quantize_dynamic(language.model.language_model.eval(), spec, inplace=True)
+        adapted = getattr(model, "knowledge_language_model", None)  # the knowledge adapter's
+        if adapted is not None:
+            quantize_dynamic(adapted.eval(), spec, inplace=True)
         language.lm_head = quantize_dynamic(nn.Sequential(language.lm_head.eval()), spec)[0]
     return model

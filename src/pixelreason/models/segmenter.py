@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from transformers import (
 from pixelreason.config import ModelConfig
 from pixelreason.data.schema import IGNORE_VALUE, SegSample
 from pixelreason.errors import CheckpointError, InputError
+from pixelreason.models.adapter import ADAPTER_DIR, KnowledgeAdapter
 from pixelreason.models.backbone import (
     Backbone,
     BackboneOutput,
@@ -325,6 +327,10 @@ class PixelReasonModel(nn.Module):
             )
         #: The pixel colour reader (`colour_pixels`), loaded beside the weights.
         self.pixel_colours: PixelColours | None = None
+        #: The knowledge adapter (`pixelreason.models.adapter`), loaded beside the weights, and
+        #: the language model with it merged in (in a list: not a submodule, not in the weights).
+        self.knowledge_adapter: KnowledgeAdapter | None = None
+        self._knowledge_llm: list[nn.Module] = []
         self.colour_probe = None
         if config.colour_mask_head and not (
             config.colour_probe_labels and isinstance(head, SamHead)
@@ -458,6 +464,8 @@ class PixelReasonModel(nn.Module):
                 f"{directory} sets colour_pixels but lacks {PIXEL_COLOURS_FILE} "
                 "(write it with `pixelreason fit-colours`)"
             )
+        if (directory / ADAPTER_DIR).is_dir():
+            model.set_knowledge_adapter(KnowledgeAdapter.load(directory / ADAPTER_DIR))
         return model.to(device).eval()
 
     def set_pixel_colours(self, reader: PixelColours | None) -> None:
@@ -469,6 +477,40 @@ class PixelReasonModel(nn.Module):
                 f"{len(self.config.colour_probe_labels)} colour probe labels"
             )
         self.pixel_colours = reader
+
+    def set_knowledge_adapter(self, adapter: KnowledgeAdapter | None) -> None:
+        """Give the model a knowledge adapter (None: none), merged into a copy of its language
+        model now (CheckpointError where it does not fit); `save_pretrained` writes it beside
+        the weights. Set it before the LLM is made int8 (`quantize_language_model`)."""
+        language = self.backbone.model.model.language_model
+        self._knowledge_llm = [] if adapter is None else [adapter.merged(language)]
+        self.knowledge_adapter = adapter
+
+    @property
+    def knowledge_language_model(self) -> nn.Module | None:
+        """The language model with the knowledge adapter merged in, where the model has one."""
+        return self._knowledge_llm[0] if self._knowledge_llm else None
+
+    def _reads_adapter(self) -> bool:
+        return self.config.knowledge_adapter and bool(self._knowledge_llm)
+
+    @contextlib.contextmanager
+    def _knowing(self) -> Iterator[None]:
+        """Within the block, the LLM is the one with the knowledge adapter merged in (where the
+        model has one and `ModelConfig.knowledge_adapter` is on); the same LLM after it."""
+        if not self._reads_adapter():
+            yield
+            return
+        language = self.backbone.model.model
+        own, adapted = language.language_model, self._knowledge_llm[0]
+        embeddings = adapted.get_input_embeddings().weight
+        if embeddings.device != own.get_input_embeddings().weight.device:
+            adapted.to(own.get_input_embeddings().weight.device)
+        language.language_model = adapted
+        try:
+            yield
+        finally:
+            language.language_model = own
 
     def _load_weights(self, path: Path) -> None:
         if not path.is_file():
@@ -552,6 +594,8 @@ class PixelReasonModel(nn.Module):
             save_model(self, str(staging / WEIGHTS_NAME))
             if self.pixel_colours is not None:
                 self.pixel_colours.save(staging)
+            if self.knowledge_adapter is not None:
+                self.knowledge_adapter.save(staging / ADAPTER_DIR)
 
     # -- training -----------------------------------------------------------------------------
     @property
@@ -921,10 +965,25 @@ class PixelReasonModel(nn.Module):
                 )
             target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
             statements = None
+            # The statements read the knowledge adapter's LLM, whose states of the prompt
+            # are not those kept: it reads each prompt whole.
+            knowing_batch = PromptBatch(embeds, attention) if self._reads_adapter() else batch
+
+            def state(rows: Sequence[int], **more: Any) -> list[Generation]:
+                with self._knowing():
+                    if knowing_batch is batch:
+                        return generate(rows, **more)
+                    index = torch.tensor(list(rows), device=embeds.device)
+                    return self.backbone.generate_batch(
+                        embeds[index],
+                        attention[index.to(attention.device)],
+                        **{**options, **more},
+                    )
+
             # targets written as text (SAM4MLLM): no one token marks them, no statements
             if knowledge and presence > 0 and target_id is not None:
                 statements = Statements(
-                    generate,
+                    state,
                     self.preprocessor.tokenizer,
                     self.config.probe_labels,
                     knowledge,
@@ -933,7 +992,7 @@ class PixelReasonModel(nn.Module):
                 )
             knowing = (caches, queries, answers, generations, statements, generate)
             if statements is not None:
-                self._check_knowledge(*knowing, batch, checked)
+                self._check_knowledge(*knowing, knowing_batch, checked)
             if presence > 0:
                 self._check_presence(
                     caches,
@@ -944,9 +1003,9 @@ class PixelReasonModel(nn.Module):
                     checked,
                 )
             if statements is not None:
-                self._check_knowledge(*knowing, batch, checked, absence=strongest)
+                self._check_knowledge(*knowing, knowing_batch, checked, absence=strongest)
                 if self.config.knowledge_ranking:
-                    self._rank_subjects(*knowing, batch, checked)
+                    self._rank_subjects(*knowing, knowing_batch, checked)
         if colour > 0:
             self._check_colour(caches, answers, generations, (colour, probed), batch, checked)
         if self._asks_instances(question):
@@ -1689,7 +1748,8 @@ class PixelReasonModel(nn.Module):
         if bound:
             statements.texts(going, (True, False))  # both in one batch: the free ones for later
         candidates = self._statement_candidates(statements, going, queries, answers, bound)
-        margins = self._statement_margins(prompts, statements.start, candidates)
+        with self._knowing():
+            margins = self._statement_margins(prompts, statements.start, candidates)
         least = MARGIN if bound else ABSENT_MARGIN
         met = [c for c, margin in zip(candidates, margins, strict=True) if margin >= least]
         if absence is not None:  # one probe part reads the stated class: it is followed
@@ -1749,9 +1809,10 @@ class PixelReasonModel(nn.Module):
                 )
                 for k in classes
             ]
-            scored = self.backbone.continuation_logprobs(
-                prompts.unread(row), subjects, prompts.prefix(row)
-            )
+            with self._knowing():
+                scored = self.backbone.continuation_logprobs(
+                    prompts.unread(row), subjects, prompts.prefix(row)
+                )
             best = max(range(len(classes)), key=scored.__getitem__)
             margin = scored[best] - scored[0]
             if best and margin >= RANK_MARGIN:

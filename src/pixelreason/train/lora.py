@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from pixelreason.models.adapter import has_lora, merge_lora
 from pixelreason.models.segmenter import PixelReasonModel
+
+__all__ = ["LoraSettings", "apply_lora", "has_lora", "language_model", "merge_lora"]
 
 
 @dataclass(frozen=True)
@@ -49,20 +51,3 @@ def apply_lora(model: PixelReasonModel, settings: LoraSettings) -> None:
     sam = getattr(model.head, "sam", None)
     if sam is not None:
         sam.sam.mask_decoder.requires_grad_(True)
-
-
-def merge_lora(model: nn.Module) -> int:
-    """Fold every LoRA adapter into its base layer and remove it; returns how many merged.
-    The merged model saves and loads as a plain model (no peft needed to use it)."""
-    merged = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, LoraLayer):
-                child.merge()
-                setattr(parent, name, child.get_base_layer())
-                merged += 1
-    return merged
-
-
-def has_lora(model: nn.Module) -> bool:
-    return any(isinstance(m, LoraLayer) for m in model.modules())

@@ -95,6 +95,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise InputError(f"{path}: task must be one of {list(TASKS)}, got {task!r}")
     if task != "segment" and train_raw.get("lora") is not None:
         raise InputError(f"{path}: task: {task} trains no LoRA adapters; drop train.lora")
+    if train_raw.get("save_adapter") and train_raw.get("lora") is None:
+        raise InputError(f"{path}: train.save_adapter saves a LoRA adapter; set train.lora")
     if "freeze" in train_raw and not (
         isinstance(train_raw["freeze"], list)
         and all(isinstance(p, str) for p in train_raw["freeze"])

@@ -25,8 +25,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from pixelreason.data.schema import SegSample
 from pixelreason.errors import CheckpointError, InputError
+from pixelreason.models.adapter import KnowledgeAdapter
 from pixelreason.models.segmenter import PixelReasonModel
-from pixelreason.train.lora import LoraSettings, apply_lora, merge_lora
+from pixelreason.train.lora import LoraSettings, apply_lora, language_model, merge_lora
 from pixelreason.train.losses import LossWeights
 from pixelreason.utils.files import atomic_directory, atomic_write_bytes
 
@@ -56,6 +57,9 @@ class TrainConfig:
     eval_every: int = 0
     seed: int = 0
     lora: LoraSettings | None = None
+    #: With `lora`: the final directory gets the adapter alone, in peft's format (a knowledge
+    #: adapter, `pixelreason.models.adapter`), not the model with the adapter merged in.
+    save_adapter: bool = False
     loss: LossWeights = field(default_factory=LossWeights)
     mixed_precision: str = "no"
     #: Parameter-name prefixes kept frozen (e.g. pretrained encoders, as LISA freezes CLIP
@@ -189,8 +193,11 @@ def train(
     final = out / FINAL_DIR
     if accelerator.is_main_process:
         unwrapped.eval()
-        merge_lora(unwrapped)
-        unwrapped.save_pretrained(final)
+        if config.save_adapter:
+            KnowledgeAdapter.from_model(language_model(unwrapped)).save(final)
+        else:
+            merge_lora(unwrapped)
+            unwrapped.save_pretrained(final)
         write_history(out, history)
     accelerator.wait_for_everyone()
     return TrainResult(steps=config.steps, final_dir=final, history=history)
