@@ -97,6 +97,12 @@ def main() -> None:
         "`knowledge_ranking`), interleaved",
     )
     parser.add_argument(
+        "--compare-knowledge-adapter",
+        action="store_true",
+        help="interleave runs with the knowledge check's statements read by the LLM itself "
+        "and by its knowledge adapter (where the model has one)",
+    )
+    parser.add_argument(
         "--compare-colour-pixels",
         action="store_true",
         help="time each query with pixel colours and colour requests off and on (the model's "
@@ -184,6 +190,7 @@ def main() -> None:
         ("compare_relations", "relations", "relations", False),
         ("compare_group_members", "group_members", "group members", False),
         ("compare_knowledge_ranking", "knowledge_ranking", "knowledge ranking", False),
+        ("compare_knowledge_adapter", "knowledge_adapter", "knowledge adapter", False),
     ):
         if getattr(args, flag):
             compare(_with(segmenter, _switch(model.config, setting, off)), cases, name)

@@ -5,8 +5,14 @@ query asks about ("A lemon is squeezed to make lemonade."). Fine-tuning the whol
 facts it knows badly teaches it those facts, but moves the answers it grounds, since the LLM's
 states are what the mask head reads. A knowledge adapter separates the two: a low-rank update
 of the LLM's linear layers, trained on text alone (`recipes/default-knowledge.yaml`), that the
-model puts in place only while it writes or scores a statement. Segmentation answers, their
-masks and every other check read the LLM as it was trained.
+model puts in place only while it writes or scores a bound statement (one that names an
+object of the image) or ranks the image's classes as a statement's subject. Segmentation
+answers, their masks and every other check read the LLM as it was trained, and so does the
+knowledge check's absence part: trained to answer each shared fact with one kind of object
+("What fits in a pocket?" -> "A key ..."), the adapter has a favourite holder of every shared
+fact and states it with a confidence that the absence part would take for proof that the
+image lacks what was asked (on the ReasonWorld test split, three right answers and one
+absent query became wrong that way).
 
 A model directory holds its adapter in peft's own format, in `ADAPTER_DIR`
 (adapter_config.json, adapter_model.safetensors); `PixelReasonModel.from_pretrained` loads it

@@ -136,6 +136,8 @@ class Statements:
         start: the statements' first words (`ModelConfig.knowledge_start`).
         target_id: the target token.
         present: per row, which classes the probe finds.
+        free_generate: the decoder of the free statements (default: `generate`; a model with
+            a knowledge adapter decodes the bound ones with it and the free ones without).
     """
 
     def __init__(
@@ -146,8 +148,10 @@ class Statements:
         start: str,
         target_id: int,
         present: Sequence[Sequence[bool]],
+        free_generate: Callable[..., list[Generation]] | None = None,
     ) -> None:
         self._generate = generate
+        self._free_generate = free_generate or generate
         self.tokenizer = tokenizer
         self.labels = labels
         self.start = start
@@ -192,17 +196,21 @@ class Statements:
         in one batch where not known yet: bound ones go on from their first token (call
         `disagreeing` for the rows first), free ones start again from the start's words."""
         todo = [(row, bound) for row in rows for bound in kinds if (row, bound) not in self._texts]
-        if todo:
-            said = self._generate(
-                [row for row, _ in todo],
-                banned=[self.bans(row, bound) for row, bound in todo],
+        one = self._free_generate is self._generate
+        batches = [todo] if one else [[k for k in todo if k[1]], [k for k in todo if not k[1]]]
+        for batch in batches:
+            if not batch:
+                continue
+            said = (self._generate if batch[0][1] else self._free_generate)(
+                [row for row, _ in batch],
+                banned=[self.bans(row, bound) for row, bound in batch],
                 prefix=[
                     self.start_ids + [self._firsts[row]] if bound else self.start_ids
-                    for row, bound in todo
+                    for row, bound in batch
                 ],
                 max_new_tokens=STATEMENT_TOKENS,
             )
-            for key, generation in zip(todo, said, strict=True):
+            for key, generation in zip(batch, said, strict=True):
                 text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
                 self._texts[key] = text.strip()
         return {(row, bound): self._texts[(row, bound)] for row in rows for bound in kinds}

@@ -965,8 +965,9 @@ class PixelReasonModel(nn.Module):
                 )
             target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
             statements = None
-            # The statements read the knowledge adapter's LLM, whose states of the prompt
-            # are not those kept: it reads each prompt whole.
+            # Bound statements and the ranking part read the knowledge adapter's LLM where
+            # the model has one (its states of the prompt are not those kept: it reads each
+            # prompt whole); the absence part's free statements read the LLM itself.
             knowing_batch = PromptBatch(embeds, attention) if self._reads_adapter() else batch
 
             def state(rows: Sequence[int], **more: Any) -> list[Generation]:
@@ -989,6 +990,7 @@ class PixelReasonModel(nn.Module):
                     knowledge,
                     target_id,
                     [[score >= presence for score in row] for row in probed("probe")],
+                    generate,
                 )
             knowing = (caches, queries, answers, generations, statements, generate)
             if statements is not None:
@@ -1003,7 +1005,7 @@ class PixelReasonModel(nn.Module):
                     checked,
                 )
             if statements is not None:
-                self._check_knowledge(*knowing, knowing_batch, checked, absence=strongest)
+                self._check_knowledge(*knowing, batch, checked, absence=strongest)
                 if self.config.knowledge_ranking:
                     self._rank_subjects(*knowing, knowing_batch, checked)
         if colour > 0:
@@ -1731,7 +1733,9 @@ class PixelReasonModel(nn.Module):
         query and is likelier for its class by `MARGIN` nats than for the answer's first
         grounded class, the answer is decoded again with every other class banned, and kept
         where it then grounds the stated class. The free statements of the rows that disagree
-        are decoded in the same batch, for the second part.
+        are decoded now too, for the second part. `prompts`: the first part's (the knowledge
+        adapter's LLM writes and weighs the bound statements, where the model has one) or the
+        second's (the LLM itself writes and weighs the free ones).
 
         With `absence` (the second part, after the presence check; it gives each class's
         reading in the probe's surest part, `VisionProbe.strongest`): where the bound statement
@@ -1748,7 +1752,7 @@ class PixelReasonModel(nn.Module):
         if bound:
             statements.texts(going, (True, False))  # both in one batch: the free ones for later
         candidates = self._statement_candidates(statements, going, queries, answers, bound)
-        with self._knowing():
+        with self._knowing() if bound else contextlib.nullcontext():
             margins = self._statement_margins(prompts, statements.start, candidates)
         least = MARGIN if bound else ABSENT_MARGIN
         met = [c for c, margin in zip(candidates, margins, strict=True) if margin >= least]
