@@ -134,6 +134,7 @@ def test_a_no_op_adapter_gives_the_answers_of_the_llm_alone(default_copy) -> Non
     """The statements read a no-op adapter's LLM, which reads each prompt whole rather than
     after the kept states: the answers and the checks' notes are those without it."""
     model = default_copy
+    bundled = model.knowledge_adapter
     model.set_knowledge_adapter(_adapter(model, std=0.0)[0])
     try:
         model.config.knowledge_adapter = True
@@ -142,6 +143,7 @@ def test_a_no_op_adapter_gives_the_answers_of_the_llm_alone(default_copy) -> Non
         off = _answers(model, range(6))
     finally:
         model.config.knowledge_adapter = True
+        model.set_knowledge_adapter(bundled)
     assert any("knowledge_check" in a.extras or "knowledge_ranking" in a.extras for a in off)
     for a, b in zip(on, off, strict=True):
         assert a.text == b.text
@@ -197,3 +199,28 @@ def test_cli_refuses_the_adapter_flag_for_a_model_without_one(trained_dir, tmp_p
     assert main([*argv, "--knowledge-adapter", "--out", str(tmp_path / "o")]) != 0
     assert "no knowledge adapter" in capsys.readouterr().err
     assert main([*argv, "--no-knowledge-adapter", "--out", str(tmp_path / "o")]) == 0
+
+
+@pytest.mark.parametrize(
+    ("index", "wanted"),
+    [(101, "bread loaf"), (105, "cat")],  # "... goes into a toaster.", "... chases mice."
+)
+def test_the_bundled_adapter_states_facts_the_llm_does_not(default_copy, index, wanted) -> None:
+    """Zero-shot queries whose facts training showed only as text: with the ranking part off,
+    the LLM's own statements leave the answer on another object, and the adapter's statement
+    names the target, which the answer then grounds."""
+    model = default_copy
+    assert model.knowledge_language_model is not None  # the bundled default has one
+    sample = generate_sample(0, "zeroshot", index)
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    answers = {}
+    try:
+        model.config.knowledge_ranking = False
+        for on in (True, False):
+            model.config.knowledge_adapter = on
+            answers[on] = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    finally:
+        model.config.knowledge_ranking = model.config.knowledge_adapter = True
+    assert wanted not in answers[False].text
+    assert wanted in answers[True].text
+    assert answers[True].extras["knowledge_check"]["statement"].startswith(f"A {wanted}")

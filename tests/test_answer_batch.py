@@ -263,7 +263,7 @@ def test_checks_from_kept_prompt_states_answer_as_reading_every_prompt_whole() -
     one padded batch: the same answers as reading every prompt whole."""
     model, _ = load_model("default")
     samples = [generate_sample(0, "val", i) for i in (0, 1, 2, 13, 78)]
-    samples.append(generate_sample(0, "zeroshot", 105))
+    samples += [generate_sample(0, "zeroshot", i) for i in (105, 113)]
     images = [sample.image for sample in samples]
     turns = [[Turn(sample.texts[0])] for sample in samples]
     kept = model.answer_batch(_caches(model, images), turns)
