@@ -21,7 +21,7 @@ from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 from pixelreason.train.lora import LoraSettings, language_model
 from pixelreason.train.recipe import load_recipe
-from pixelreason.train.trainer import FINAL_DIR, TrainConfig, train
+from pixelreason.train.trainer import FINAL_DIR, TrainConfig, prepare_for_training, train
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 
@@ -224,3 +224,13 @@ def test_the_bundled_adapter_states_facts_the_llm_does_not(default_copy, index, 
     assert wanted not in answers[False].text
     assert wanted in answers[True].text
     assert answers[True].extras["knowledge_check"]["statement"].startswith(f"A {wanted}")
+
+
+def test_training_the_llm_drops_the_adapter_and_training_the_rest_keeps_it() -> None:
+    model = fresh_tiny()
+    adapter, _ = _adapter(model)
+    model.set_knowledge_adapter(adapter)
+    prepare_for_training(model, TrainConfig(freeze=["backbone.model.model.language_model"]))
+    assert model.knowledge_adapter is adapter
+    prepare_for_training(model, TrainConfig())
+    assert model.knowledge_adapter is None and model.knowledge_language_model is None

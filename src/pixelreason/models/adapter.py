@@ -11,14 +11,15 @@ answers, their masks and every other check read the LLM as it was trained, and s
 knowledge check's absence part: trained to answer each shared fact with one kind of object
 ("What fits in a pocket?" -> "A key ..."), the adapter has a favourite holder of every shared
 fact and states it with a confidence that the absence part would take for proof that the
-image lacks what was asked (on the ReasonWorld test split, three right answers and one
-absent query became wrong that way).
+image lacks what was asked (on the ReasonWorld test split, three right answers became
+refusals that way).
 
 A model directory holds its adapter in peft's own format, in `ADAPTER_DIR`
 (adapter_config.json, adapter_model.safetensors); `PixelReasonModel.from_pretrained` loads it
 where it is there, and `ModelConfig.knowledge_adapter` (on by default) says whether the
 knowledge check reads it. An adapter belongs to the weights it was trained on: one trained on
-another model would load wherever the shapes agree, and be wrong.
+another model would load wherever the shapes agree, and be wrong. So training that moves the
+LLM drops the model's adapter (`pixelreason.train.trainer.prepare_for_training`).
 """
 
 from __future__ import annotations

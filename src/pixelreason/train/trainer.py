@@ -79,7 +79,8 @@ class TrainResult:
 
 def prepare_for_training(model: PixelReasonModel, config: TrainConfig) -> None:
     """LoRA and LISA's trainable set when `config.lora` is set; full training otherwise;
-    then the parameters under `config.freeze` are frozen."""
+    then the parameters under `config.freeze` are frozen. A knowledge adapter of a model whose
+    LLM is trained is dropped: it fits the weights it was trained on."""
     if config.lora is not None:
         apply_lora(model, config.lora)
     else:
@@ -90,6 +91,11 @@ def prepare_for_training(model: PixelReasonModel, config: TrainConfig) -> None:
             raise InputError(f"train.freeze: no parameter name starts with {prefix!r}")
         for parameter in matched:
             parameter.requires_grad_(False)
+    language = language_model(model)
+    if model.knowledge_adapter is not None and any(p.requires_grad for p in language.parameters()):
+        # it was trained on the LLM's present weights, which this training moves
+        model.set_knowledge_adapter(None)
+        print("training the LLM: the model's knowledge adapter is dropped (train a new one)")
 
 
 def train(
