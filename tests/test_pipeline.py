@@ -15,7 +15,8 @@ from conftest import fresh_tiny
 from pixelreason.api import Segmenter
 from pixelreason.cli import main
 from pixelreason.data.mixing import MixConfig, WorldMixture
-from pixelreason.data.world import text_qa_samples
+from pixelreason.data.world import holder_statement, text_qa_samples
+from pixelreason.data.world.categories import CATEGORIES, FACTS, categories_with_fact
 from pixelreason.errors import InputError
 from pixelreason.eval.evaluate import evaluate, items_from_world, result_grid
 from pixelreason.models.segmenter import PixelReasonModel
@@ -86,6 +87,40 @@ def test_reasoning_answers_can_state_their_fact_first() -> None:
     assert stated >= 10
     with pytest.raises(ValueError, match="reason_first"):
         MixConfig(reason_first=-0.1)
+
+
+def test_reasoning_answers_can_be_the_statement_of_their_fact() -> None:
+    """`statement_answers`: one-fact, one-target reasoning samples answered as singular text
+    QA states the fact of the target's category, with no mask (knowledge adapter data)."""
+    plain = WorldMixture(MixConfig(rates={"reason": 1}, image_size=64))
+    config = MixConfig(rates={"reason": 1}, image_size=64, statement_answers=1.0)
+    stating = WorldMixture(config)
+    asked = {qa.answer for qa in text_qa_samples(0, singular=True)}
+    stated = 0
+    for index in range(40):
+        a, b = plain(index), stating(index)
+        assert a.turns[-1].user == b.turns[-1].user
+        if a.turns == b.turns:
+            assert len(a.masks) == len(b.masks)
+            continue
+        stated += 1
+        assert b.masks == [] and SEG_TOKEN not in b.turns[0].assistant
+        assert b.turns[0].assistant in asked
+        # the statement's subject is the category the plain answer grounds
+        said, grounded = b.turns[0].assistant.lower(), a.turns[0].assistant.lower()
+        assert any(c.name in said and c.name in grounded for c in CATEGORIES)
+    assert stated >= 10
+    with pytest.raises(ValueError, match="statement_answers"):
+        MixConfig(statement_answers=2.0)
+
+
+def test_holder_statement_states_the_fact_of_the_named_holder() -> None:
+    fact = next(f for f in FACTS if len(categories_with_fact(f)) > 1)
+    holders = categories_with_fact(fact)
+    for holder in holders:
+        statement = holder_statement(fact, f"the red {holder.name}")
+        assert statement is not None and holder.name in statement.lower()
+    assert holder_statement(fact, "the spotted giraffe") is None
 
 
 def test_semantic_questions_can_ask_for_each_instance() -> None:

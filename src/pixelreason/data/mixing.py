@@ -31,6 +31,7 @@ from pixelreason.data.world import (
     fact_statement,
     generate_sample,
     generate_scene,
+    holder_statement,
     instances_answer,
     left_to_right,
     text_qa_samples,
@@ -65,6 +66,12 @@ class MixConfig:
     #: the LLM learnt as text (the zero-shot facts too) lead to the target. 0: answers as
     #: generated.
     reason_first: float = 0.0
+    #: Share of one-turn reasoning samples about one fact and one target answered with the
+    #: fact stated of the target's category, as singular text QA answers state it, and no
+    #: mask ("Only one of these things chases mice." -> "A cat chases mice."): the form in
+    #: which the knowledge check asks the LLM (`ModelConfig.knowledge_start`), for training a
+    #: knowledge adapter (`pixelreason.models.adapter`). 0: answers as generated.
+    statement_answers: float = 0.0
     #: Share of semantic-segmentation questions about a category with several instances
     #: answered with one `<SEG>` per instance, left to right as several-target reasoning
     #: answers list them ("They are the red apple <SEG> and the green apple <SEG>."), instead
@@ -83,7 +90,7 @@ class MixConfig:
             raise ValueError(f"unknown data sources {unknown}; choose from {list(SOURCES)}")
         if sum(self.rates.values()) <= 0:
             raise ValueError("data rates must have a positive sum")
-        for name in ("multiturn_joined", "reason_first", "semantic_instances"):
+        for name in ("multiturn_joined", "reason_first", "statement_answers", "semantic_instances"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -154,6 +161,12 @@ class WorldMixture:
             turn = seg.turns[0]
             reasoned = f"{fact_statement(sample.fact_ids[0])} {turn.assistant}"
             seg = dataclasses.replace(seg, turns=[Turn(turn.user, reasoned)])
+        rate = self.config.statement_answers
+        one = len(seg.turns) == 1 and len(sample.fact_ids) == 1 and len(sample.target_names) == 1
+        if rate > 0 and one and rng.random() < rate:
+            statement = holder_statement(sample.fact_ids[0], sample.target_names[0])
+            if statement is not None:
+                seg = dataclasses.replace(seg, turns=[Turn(seg.turns[0].user, statement)], masks=[])
         return seg
 
     def _semantic(self, rng: np.random.Generator) -> SegSample:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from pixelreason.data.world.categories import CATEGORIES, FACTS, categories_with_fact
+from pixelreason.data.world.categories import CATEGORIES, FACTS, Category, categories_with_fact
 from pixelreason.data.world.queries import KINDS, SEG, Query, generate_query
 from pixelreason.data.world.scene import Scene, generate_scene
 
@@ -33,6 +33,7 @@ __all__ = [
     "seen_facts",
     "stream",
     "fact_statement",
+    "holder_statement",
     "text_qa_samples",
 ]
 
@@ -206,6 +207,26 @@ def _list_plurals(fact_id: str) -> str:
     return plurals[0] if len(plurals) == 1 else ", ".join(plurals[:-1]) + " and " + plurals[-1]
 
 
+def _phrased(fact_id: str) -> list[tuple[Category, str, str]]:
+    """Each holder of a fact with its article and the fact's verb form for it: (lemon, "a
+    lemon", "tastes very sour")."""
+    fact = FACTS[fact_id]
+    return [
+        (holder, _with_article(holder.name), fact.plural if holder.plural_noun else fact.singular)
+        for holder in categories_with_fact(fact_id)
+    ]
+
+
+def holder_statement(fact_id: str, target_name: str) -> str | None:
+    """The fact stated of the holder that `target_name` names, as singular text QA answers
+    state it ("the orange cat" -> "A cat chases mice."); None where it names no holder."""
+    named = [p for p in _phrased(fact_id) if p[0].name in target_name.lower()]
+    if not named:
+        return None
+    _, subject, form = max(named, key=lambda p: len(p[0].name))  # "watermelon slice"
+    return f"{subject[:1].upper()}{subject[1:]} {form}."
+
+
 def _text_qa_for_fact(fact_id: str, singular: bool = False) -> list[TextQA]:
     """The text QA about one fact. `singular`: a fact of several categories is also asked as
     a fact of one is ("What folds up when it is not in use?"), answered once by each holder
@@ -217,11 +238,7 @@ def _text_qa_for_fact(fact_id: str, singular: bool = False) -> list[TextQA]:
         listed = _list_plurals(fact_id)
         answer = f"{listed[:1].upper()}{listed[1:]} {fact.plural}."
         items.append(TextQA(f"Which things {fact.plural}?", answer, fact_id))
-    # each holder with its article and the fact's verb form for it: "a lemon tastes"
-    phrased = [
-        (holder, _with_article(holder.name), fact.plural if holder.plural_noun else fact.singular)
-        for holder in holders
-    ]
+    phrased = _phrased(fact_id)
     if len(holders) == 1 or singular:
         for _, subject, form in phrased:
             answer = f"{subject[:1].upper()}{subject[1:]} {form}."
