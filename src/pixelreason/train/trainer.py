@@ -91,9 +91,9 @@ def prepare_for_training(model: PixelReasonModel, config: TrainConfig) -> None:
             raise InputError(f"train.freeze: no parameter name starts with {prefix!r}")
         for parameter in matched:
             parameter.requires_grad_(False)
-    language = language_model(model)
-    if model.knowledge_adapter is not None and any(p.requires_grad for p in language.parameters()):
-        # it was trained on the LLM's present weights, which this training moves
+    if getattr(model, "knowledge_adapter", None) is not None and any(
+        p.requires_grad for p in language_model(model).parameters()
+    ):  # it was trained on the LLM's present weights, which this training moves
         model.set_knowledge_adapter(None)
         print("training the LLM: the model's knowledge adapter is dropped (train a new one)")
 
