@@ -348,9 +348,9 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "--knowledge-adapter",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="the knowledge check's statements read the model's knowledge adapter, a LoRA on "
-        "its LLM trained on text, where the model has one; answers and masks never do "
-        "(default: on)",
+        help="the knowledge check's statements about the image's objects, and its ranking "
+        "part, read the model's knowledge adapter, a LoRA on its LLM trained on text, where "
+        "the model has one; answers and masks never do (default: on)",
     )
     parser.add_argument(
         "--snap-scale",

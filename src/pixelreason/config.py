@@ -96,9 +96,10 @@ class ModelConfig:
     #: squeezed to make lemonade?"), follows the class of the image the LLM finds likeliest to
     #: start its statement (" A lemon"), where that one is clearly likelier than the answer's.
     knowledge_ranking: bool = False
-    #: The knowledge check's statements and subjects read the model's knowledge adapter
-    #: (`pixelreason.models.adapter`: a LoRA on the LLM trained on text, loaded from the model
-    #: directory where it has one) in place of the LLM as it answers; False: they read the LLM.
+    #: The knowledge check's bound statements and the ranking part's subjects read the model's
+    #: knowledge adapter (`pixelreason.models.adapter`: a LoRA on the LLM trained on text,
+    #: loaded from the model directory where it has one) in place of the LLM as it answers
+    #: (the absence part's free statements always read the LLM); False: they read the LLM.
     knowledge_adapter: bool = True
     #: The instance split at inference (`pixelreason.models.instances`; 0: off): masks of one
     #: answer that repeat each other (IoU >= this) each take one region of their union, where
