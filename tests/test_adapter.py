@@ -234,3 +234,22 @@ def test_training_the_llm_drops_the_adapter_and_training_the_rest_keeps_it() -> 
     assert model.knowledge_adapter is adapter
     prepare_for_training(model, TrainConfig())
     assert model.knowledge_adapter is None and model.knowledge_language_model is None
+
+
+def test_the_absence_part_refuses_only_where_the_adapter_agrees(default_copy) -> None:
+    """A fresh zero-shot query, "Find the thing that is often put on top of a cake.": the
+    LLM's free statement names a class the image lacks, and alone it has the answer refuse;
+    the adapter's LLM finds the strawberry about as likely, and the answer grounds it."""
+    model = default_copy
+    sample = generate_sample(1, "zeroshot", 212)
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    answers = {}
+    try:
+        for on in (True, False):
+            model.config.knowledge_adapter = on
+            answers[on] = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    finally:
+        model.config.knowledge_adapter = True
+    assert "absent" in answers[False].extras["knowledge_check"]
+    assert "strawberry <SEG>" in answers[True].text
+    assert "absent" not in answers[True].extras.get("knowledge_check", {})

@@ -1005,7 +1005,13 @@ class PixelReasonModel(nn.Module):
                     checked,
                 )
             if statements is not None:
-                self._check_knowledge(*knowing, batch, checked, absence=strongest)
+                self._check_knowledge(
+                    *knowing,
+                    batch,
+                    checked,
+                    absence=strongest,
+                    adapter_prompts=knowing_batch if knowing_batch is not batch else None,
+                )
                 if self.config.knowledge_ranking:
                     self._rank_subjects(*knowing, knowing_batch, checked)
         if colour > 0:
@@ -1723,6 +1729,7 @@ class PixelReasonModel(nn.Module):
         prompts: PromptBatch,
         skip: set[int] = frozenset(),  # type: ignore[assignment]
         absence: Callable[[], list[list[float]]] | None = None,
+        adapter_prompts: PromptBatch | None = None,
     ) -> None:
         """The knowledge check (`pixelreason.models.knowledge`), in place, on the answers that
         ground one target, but not the rows in `skip` (settled by the request check).
@@ -1743,7 +1750,10 @@ class PixelReasonModel(nn.Module):
         find, restates the query and is likelier for its class by `ABSENT_MARGIN` nats than for
         the answer's, the answer says in words that the image does not show what was asked
         (`NOTHING_FOUND`); but where one probe part reads the class at `RESCUE_PRESENCE` or
-        more, the answer is decoded again for it, as for the first part."""
+        more, the answer is decoded again for it, as for the first part. `adapter_prompts` (a
+        model with a knowledge adapter): the statement must also be likelier for its class by
+        as much as the adapter's LLM reads it, after these prompts: the adapter knows facts the
+        LLM lacks, and an answer whose class it finds about as likely is left as it is."""
         rows = self._grounding_one(answers, skip)
         going = statements.disagreeing(rows, [answer.text for answer in answers])
         if not going:
@@ -1756,6 +1766,10 @@ class PixelReasonModel(nn.Module):
             margins = self._statement_margins(prompts, statements.start, candidates)
         least = MARGIN if bound else ABSENT_MARGIN
         met = [c for c, margin in zip(candidates, margins, strict=True) if margin >= least]
+        if adapter_prompts is not None and met:  # the adapter's LLM must find it so too
+            with self._knowing():
+                again = self._statement_margins(adapter_prompts, statements.start, met)
+            met = [c for c, margin in zip(met, again, strict=True) if margin >= least]
         if absence is not None:  # one probe part reads the stated class: it is followed
             read = [c for c in met if absence()[c[0]][c[1]] >= RESCUE_PRESENCE]
             met = [c for c in met if c not in read]
