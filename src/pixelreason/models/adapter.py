@@ -12,7 +12,8 @@ knowledge check's absence part: trained to answer each shared fact with one kind
 ("What fits in a pocket?" -> "A key ..."), the adapter has a favourite holder of every shared
 fact and states it with a confidence that the absence part would take for proof that the
 image lacks what was asked (on the ReasonWorld test split, three right answers became
-refusals that way).
+refusals that way). The absence part does ask the adapter's consent: it refuses only where the
+adapter's LLM too finds the stated class clearly likelier than the answer's.
 
 A model directory holds its adapter in peft's own format, in `ADAPTER_DIR`
 (adapter_config.json, adapter_model.safetensors); `PixelReasonModel.from_pretrained` loads it
