@@ -971,10 +971,8 @@ class PixelReasonModel(nn.Module):
             knowing_batch = PromptBatch(embeds, attention) if self._reads_adapter() else batch
 
             def state(rows: Sequence[int], **more: Any) -> list[Generation]:
+                index = torch.tensor(list(rows), device=embeds.device)
                 with self._knowing():
-                    if knowing_batch is batch:
-                        return generate(rows, **more)
-                    index = torch.tensor(list(rows), device=embeds.device)
                     return self.backbone.generate_batch(
                         embeds[index],
                         attention[index.to(attention.device)],
@@ -984,7 +982,7 @@ class PixelReasonModel(nn.Module):
             # targets written as text (SAM4MLLM): no one token marks them, no statements
             if knowledge and presence > 0 and target_id is not None:
                 statements = Statements(
-                    state,
+                    generate if knowing_batch is batch else state,
                     self.preprocessor.tokenizer,
                     self.config.probe_labels,
                     knowledge,
