@@ -183,7 +183,8 @@ def test_unknown_preset_override_is_refused() -> None:
 
 
 def test_eval_report_schema_and_grid(tmp_path: Path) -> None:
-    items = items_from_world(seed=0, split="val", count=6, image_size=64)
+    # seed 1: an absent target and a multi-target query among the six
+    items = items_from_world(seed=1, split="val", count=6, image_size=64)
     # The query kind "long" must not be confused with the long-query group.
     items[0] = dataclasses.replace(items[0], kind="long", is_sentence=False)
     segmenter = Segmenter(fresh_tiny(), "tiny")
@@ -202,6 +203,10 @@ def test_eval_report_schema_and_grid(tmp_path: Path) -> None:
         assert len(sample["scores"]) == sample["num_pred"]
         assert sample["names_targets"] is None or isinstance(sample["names_targets"], bool)
         assert (sample["names_targets"] is None) == (not item.targets or not item.target_names)
+        assert (sample["multi_target_iou"] is None) == (len(item.targets) < 2)
+    scored = [s["multi_target_iou"] for s in report["samples"] if s["multi_target_iou"] is not None]
+    assert len(scored) == report["multi_target"]["count"] == 1
+    assert abs(sum(scored) / len(scored) - report["multi_target"]["hungarian_iou"]) < 1e-4
     json.dumps(report)  # serialisable
     result_grid(records, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0

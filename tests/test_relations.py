@@ -15,6 +15,7 @@ from pixelreason.models.relations import (
     distinct,
     object_proposals,
     parse_relation,
+    set_apart,
 )
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
@@ -118,6 +119,27 @@ def _square(x0: int, y0: int, side: int, size: int = 40) -> np.ndarray:
     mask = np.zeros((size, size), bool)
     mask[y0 : y0 + side, x0 : x0 + side] = True
     return mask
+
+
+def test_set_apart_takes_the_reference_out_of_the_candidates():
+    reference = _square(10, 10, 8)
+    # two touching cups in one region: what lies outside the grown reference is the other cup
+    merged = reference | _square(18, 10, 8)
+    # the reference itself, spilling a little onto a neighbour: it is the reference
+    spill = reference | _square(18, 12, 2)
+    # a neighbour that the reference's mask touches loses the touching bit
+    neighbour = _square(17, 26, 6) | _square(16, 17, 2)
+    far = _square(30, 30, 5)
+    apart = set_apart([merged, spill, neighbour, far], reference)
+    assert apart[1] is None
+    assert (apart[0] == (_square(18, 10, 8) & ~_square(9, 9, 10))).all()
+    assert (apart[2] == _square(17, 26, 6)).all()
+    assert apart[3] is far
+    # the candidate chosen for "the other one" is the other cup, not the reference
+    kept = [a for a in apart if a is not None]
+    assert choose(Relation("other", "", "cup", "it"), kept, reference) == 0
+    # without a reference nothing changes
+    assert set_apart([merged], np.zeros_like(reference))[0] is merged
 
 
 def test_choose_relative_takes_the_nearest_candidate_on_that_side():

@@ -122,8 +122,10 @@ def evaluate(
         iou = accumulator.add(prediction, item.gt, groups)
         if not item.targets:
             no_target.append(len(masks) == 0)
+        multi_iou = None
         if len(item.targets) >= 2:
-            multi.append(hungarian_multi_target_iou(list(masks), item.targets))
+            multi_iou = hungarian_multi_target_iou(list(masks), item.targets)
+            multi.append(multi_iou)
         names = None
         if item.targets and item.target_names:
             names = names_targets(answer_text, len(masks), item.target_names)
@@ -139,6 +141,7 @@ def evaluate(
                 "iou": round(iou, 5),
                 "num_pred": int(len(masks)),
                 "num_gt": len(item.targets),
+                "multi_target_iou": None if multi_iou is None else round(multi_iou, 5),
                 "scores": scores,
                 "names_targets": names,
                 "_masks": masks,

@@ -23,7 +23,8 @@ the reference's answer is given ("It is the green pencil <SEG>.", the model grou
 "it", where the earlier sentence asks for an object by name: "Where is the lamp?"), and
 a candidate class the query names is asked about wherever the probe reads it at all, so a
 small object the probe misses is still found. Each candidate mask's separate regions are
-the objects (`regions_of`), and `choose` picks the one the relation names from their centroids,
+the objects (`regions_of`), taken apart from the reference where they overlap it
+(`set_apart`), and `choose` picks the one the relation names from their centroids,
 boxes and areas. The answer becomes "It is the CLASS <SEG>." over that region (mask names then
 add its colour). Where the query holds no relation, a part finds nothing, or no candidate
 stands in the relation, the model's own answer stays.
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from pixelreason.models.instances import MIN_SHARE, regions_of
 
@@ -258,6 +260,41 @@ def distinct(regions: Sequence[np.ndarray], strengths: Sequence[float]) -> list[
         ):
             kept.append(i)
     return sorted(kept)
+
+
+#: A candidate region that overlaps the reference keeps what lies outside it where that part
+#: is at least this share of the reference's area (`set_apart`).
+REST_SHARE = 0.5
+
+
+def set_apart(regions: Sequence[np.ndarray], reference: np.ndarray) -> list[np.ndarray | None]:
+    """The candidate regions (bool (H, W)) with the reference object (bool (H, W)) taken out.
+
+    A class's mask often runs two touching objects into one region ("the other cup" merged
+    with the cup asked about), and the reference's mask often spills onto its neighbours, so a
+    candidate that overlaps the reference is taken apart from it: where its largest region
+    outside the reference grown by one pixel is at least `REST_SHARE` of the reference's area
+    (and 8 pixels), that region is the candidate. Otherwise the candidate stays whole where
+    less than half of it lies inside the reference, and is None (it is the reference) where
+    more does. On the follow-ups of 3000 test-stream samples of seed 23 (310, not the test
+    split) this takes multi-turn gIoU from 0.613 to 0.633, nearly all on "what is closest to
+    it?"; taking out the reference without growing it gave 0.624."""
+    if not reference.any():
+        return list(regions)
+    grown = ndimage.binary_dilation(reference, np.ones((3, 3), bool))
+    least = max(8.0, REST_SHARE * float(reference.sum()))
+    apart: list[np.ndarray | None] = []
+    for region in regions:
+        inside = int((region & reference).sum())
+        if not inside:
+            apart.append(region)
+            continue
+        rest = regions_of(region & ~grown)
+        if rest and rest[0].sum() >= least:
+            apart.append(rest[0])
+        else:
+            apart.append(region if inside < 0.5 * region.sum() else None)
+    return apart
 
 
 @dataclass(frozen=True)

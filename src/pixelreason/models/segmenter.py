@@ -87,6 +87,7 @@ from pixelreason.models.relations import (
     distinct,
     object_proposals,
     parse_relation,
+    set_apart,
 )
 from pixelreason.models.sam import SamDecoder
 from pixelreason.models.snap import image_regions, snap_logits
@@ -1360,6 +1361,13 @@ class PixelReasonModel(nn.Module):
             for k, region in (proposals[i] for i in distinct([r for _, r in proposals], strengths))
             if not wanted or found[k][0] in wanted
         ]
+        if reference is not None:  # the reference is no candidate, nor part of one
+            apart = set_apart([region for *_, region in candidates], reference)
+            candidates = [
+                (*candidate[:3], region)
+                for candidate, region in zip(candidates, apart, strict=True)
+                if region is not None
+            ]
         if relation.kind == "colour" and candidates:
             candidates = self._same_colour(cache, relation, candidates, reference, reference_class)
         if not candidates:
