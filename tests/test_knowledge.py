@@ -15,6 +15,7 @@ from pixelreason.data.world.samples import generate_sample
 from pixelreason.models.backbone import Generation
 from pixelreason.models.knowledge import (
     RANK_MARGIN,
+    REFUSAL_MARGIN,
     RESTATED,
     Statements,
     asks_by_knowledge,
@@ -330,3 +331,54 @@ def test_continuation_logprobs_after_one_prompt_equal_those_of_a_full_pass(defau
     )
     with pytest.raises(ValueError, match="at least one token"):
         default.backbone.continuation_logprobs(embeds[0], [torch.tensor([], dtype=torch.long)])
+
+
+@pytest.mark.parametrize(
+    ("index", "wanted"),
+    [
+        (83, "watermelon slice"),  # "... mostly water ...": the presence check refused it
+        (197, "phone"),  # "the thing that has to be charged every day": the LLM refused it
+    ],
+)
+def test_refusals_follow_the_likeliest_subject_of_the_image(default, monkeypatch, index, wanted):
+    """Fresh zero-shot queries (seed 1) whose answer says that nothing is there: the target's
+    class is the likeliest subject of all, and the answer grounds it (its mask is the
+    target's); with a margin of 0 the answer refuses."""
+    sample = generate_sample(1, "zeroshot", index)
+    cache = encode_image(default, sample.image)
+
+    def ask():
+        return default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+
+    answer = ask()
+    note = answer.extras["knowledge_refusal"]
+    assert note["subject"] == f"A {wanted}"
+    assert 0.0 <= note["behind"] < REFUSAL_MARGIN
+    assert not named_classes(note["rejected"], LABELS)
+    assert _index(wanted) in named_classes(answer.text, LABELS)
+    mask = answer.mask_logits[0].numpy() > 0
+    target = sample.target_masks[0].astype(bool)
+    assert (mask & target).sum() / (mask | target).sum() > 0.8
+    monkeypatch.setattr(segmenter, "REFUSAL_MARGIN", 0.0)
+    refused = ask()
+    assert not len(refused.scores) and "knowledge_refusal" not in refused.extras
+
+
+def test_a_refusal_of_what_the_image_lacks_stays(default, monkeypatch):
+    """ "What here is used to cut paper?" of an image without scissors (a development-stream
+    absent query, seed 21): the scissors are the likeliest subject, the cheese wedge the
+    likeliest of the image, 1.97 nats behind, so the refusal stays; a margin of 2.5 would
+    take it back and ground the cheese."""
+    sample = generate_sample(21, "test", 231)
+    assert not sample.target_masks
+    cache = encode_image(default, sample.image)
+
+    def ask():
+        return default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+
+    answer = ask()
+    assert not len(answer.scores) and "knowledge_refusal" not in answer.extras
+    monkeypatch.setattr(segmenter, "REFUSAL_MARGIN", 2.5)
+    taken = ask()
+    assert taken.extras["knowledge_refusal"]["subject"] == "A cheese wedge"
+    assert _index("cheese wedge") in named_classes(taken.text, LABELS)

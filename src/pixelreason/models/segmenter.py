@@ -48,6 +48,7 @@ from pixelreason.models.knowledge import (
     ABSENT_MARGIN,
     MARGIN,
     RANK_MARGIN,
+    REFUSAL_MARGIN,
     RESTATED,
     Statements,
     asks_by_knowledge,
@@ -1013,6 +1014,7 @@ class PixelReasonModel(nn.Module):
                 )
                 if self.config.knowledge_ranking:
                     self._rank_subjects(*knowing, knowing_batch, checked)
+                    self._rank_refusals(*knowing, knowing_batch, checked)
         if colour > 0:
             self._check_colour(caches, answers, generations, (colour, probed), batch, checked)
         if self._asks_instances(question):
@@ -1843,6 +1845,72 @@ class PixelReasonModel(nn.Module):
                 chosen.append((row, classes[best], f"{start} {labels[classes[best]][0]}".strip()))
                 ranked[row] = round(margin, 2)
         self._follow_statements(caches, answers, generations, chosen, generate, ranked)
+
+    def _rank_refusals(
+        self,
+        caches: Sequence[ImageCache],
+        queries: Sequence[str],
+        answers: list[Answer],
+        generations: list[Generation],
+        statements: Statements,
+        generate: Callable[..., list[Generation]],
+        prompts: PromptBatch,
+        skip: set[int] = frozenset(),  # type: ignore[assignment]
+    ) -> None:
+        """The ranking part's second step (`pixelreason.models.knowledge`), in place, on the
+        answers that ground nothing, to queries that ask for an object by what it is
+        (`asks_by_knowledge`), but not the rows in `skip`: every class is scored as the
+        statement's subject, and where the likeliest class the probe finds is less than
+        `REFUSAL_MARGIN` nats behind the likeliest of all, the answer is decoded again for it."""
+        labels = self.config.probe_labels
+        rows = [
+            row
+            for row, answer in enumerate(answers)
+            if not len(answer.scores)
+            and row not in skip
+            and any(statements.present[row])
+            and asks_by_knowledge(queries[row], labels)
+        ]
+        if not rows:
+            return
+        start = statements.start
+        tokenizer = self.preprocessor.tokenizer
+        subjects = [
+            torch.tensor(
+                tokenizer.encode(f"{start} {names[0]}", add_special_tokens=False),
+                device=self.device,
+            )
+            for names in labels
+        ]
+        chosen = []
+        for row in rows:
+            with self._knowing():
+                scored = self.backbone.continuation_logprobs(
+                    prompts.unread(row), subjects, prompts.prefix(row)
+                )
+            shown = [k for k, found in enumerate(statements.present[row]) if found]
+            best = max(shown, key=scored.__getitem__)
+            behind = max(scored) - scored[best]
+            if behind < REFUSAL_MARGIN:
+                chosen.append((row, best, behind))
+        if not chosen:
+            return
+        # a refusal has no words before a class name to keep: the answer is given whole
+        given = [
+            tokenizer.encode(f"It is the {labels[k][0]} {SEG_TOKEN}.", add_special_tokens=False)
+            for _, k, _ in chosen
+        ]
+        redone = generate([row for row, *_ in chosen], prefix=given)
+        for (row, k, behind), generation in zip(chosen, redone, strict=True):
+            answer = self._masks_for(caches[row], generation)
+            if k not in named_classes(answer.text, labels):
+                continue
+            answer.extras["knowledge_refusal"] = {
+                "rejected": answers[row].text,
+                "subject": f"{start} {labels[k][0]}".strip(),
+                "behind": round(behind, 2),
+            }
+            answers[row], generations[row] = answer, generation
 
     def _statement_candidates(
         self,
