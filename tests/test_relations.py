@@ -180,16 +180,6 @@ def test_object_proposals_are_each_masks_regions_without_specks():
     found = object_proposals(logits)
     assert [(k, int(r.sum())) for k, r in found] == [(0, 100), (0, 64), (1, 80)]
     assert object_proposals(torch.full((1, 8, 8), -1.0)) == []
-    # join: pieces 2 pixels apart are one object, 3 pixels apart stay two
-    pieces = torch.full((1, 40, 40), -5.0)
-    pieces[0, 5:15, 5:10] = 5.0
-    pieces[0, 5:15, 12:17] = 5.0  # 2 px gap
-    pieces[0, 25:35, 5:10] = 5.0
-    pieces[0, 25:35, 13:18] = 5.0  # 3 px gap
-    assert [int(r.sum()) for _, r in object_proposals(pieces)] == [50, 50, 50, 50]
-    joined = object_proposals(pieces, join=1)
-    assert [int(r.sum()) for _, r in joined] == [100, 50, 50]
-    assert (joined[0][1] == (pieces[0] > 0).numpy() & (np.arange(40) < 20)[:, None]).all()
 
 
 def test_distinct_keeps_the_stronger_of_overlapping_regions():

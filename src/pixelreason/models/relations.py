@@ -232,22 +232,15 @@ def _noun(phrase: str) -> str:
     return "" if phrase in GENERIC else phrase.strip()
 
 
-def object_proposals(
-    logits: torch.Tensor, min_pixels: int = 8, join: int = 0
-) -> list[tuple[int, np.ndarray]]:
+def object_proposals(logits: torch.Tensor, min_pixels: int = 8) -> list[tuple[int, np.ndarray]]:
     """The objects in K masks' (K, H, W) logits, each one class's: each mask's separate
     regions (`regions_of`), each at least `MIN_SHARE` of its largest and `min_pixels`. Masks
     may overlap (a class's mask often spills onto its neighbours; giving each pixel to the
-    surest mask cuts right objects apart more often than it removes wrong ones). `join`:
-    regions of one mask less than 2 * join + 1 pixels apart are one object. Returns
+    surest mask cuts right objects apart more often than it removes wrong ones). Returns
     (mask index, bool (H, W) region) pairs, by mask, largest first."""
     found = []
     for k in range(len(logits)):
-        mask = (logits[k] > 0).cpu().numpy()
-        regions = regions_of(mask)
-        if join and len(regions) > 1:
-            grown = ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=join)
-            regions = sorted((r & mask for r in regions_of(grown)), key=lambda r: -int(r.sum()))
+        regions = regions_of((logits[k] > 0).cpu().numpy())
         if not regions:
             continue
         largest = int(regions[0].sum())
@@ -269,14 +262,6 @@ def distinct(regions: Sequence[np.ndarray], strengths: Sequence[float]) -> list[
     return sorted(kept)
 
 
-#: For size relations ("the smallest key"), regions of a class's mask within 2 * SIZE_JOIN
-#: pixels of each other are one object: the mask breaks thin objects (scissors, keys) into
-#: pieces, and a piece is the smallest. On the comparative queries of a fresh stream (seed 23,
-#: 268 of 3000 test-stream samples) 0.596 -> 0.613 (12 better, 3 worse); 2 gave 0.615 (20
-#: better, 11 worse). Other relations keep the pieces apart: joined, touching neighbours
-#: become one ("the other one", "closest to it"), and extreme and corner relations gained
-#: little (spatial queries of that stream 0.784 -> 0.788, 4 better, 2 worse).
-SIZE_JOIN = 1
 #: A candidate region that overlaps the reference keeps what lies outside it where that part
 #: is at least this share of the reference's area (`set_apart`).
 REST_SHARE = 0.5

@@ -83,7 +83,6 @@ from pixelreason.models.presence import (
 )
 from pixelreason.models.probe import VisionProbe
 from pixelreason.models.relations import (
-    SIZE_JOIN,
     Relation,
     choose,
     distinct,
@@ -1350,10 +1349,7 @@ class PixelReasonModel(nn.Module):
         ]
         if not found:
             return None
-        proposals = object_proposals(
-            torch.stack([logits for _, logits, _ in found]),
-            join=SIZE_JOIN if relation.kind == "size" else 0,
-        )
+        proposals = object_proposals(torch.stack([logits for _, logits, _ in found]))
         if not proposals:
             return None
         # one object, one class: of overlapping regions, the one whose class the probe reads
