@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1818,7 +1818,6 @@ class PixelReasonModel(nn.Module):
         again for it."""
         labels = self.config.probe_labels
         start = statements.start
-        tokenizer = self.preprocessor.tokenizer
         chosen, ranked = [], {}
         for row in self._grounding_one(answers, skip):
             if not asks_by_knowledge(queries[row], labels):
@@ -1828,17 +1827,7 @@ class PixelReasonModel(nn.Module):
             classes = list(dict.fromkeys([answered, *shown]))  # the answer's class first
             if len(classes) < 2:
                 continue
-            subjects = [
-                torch.tensor(
-                    tokenizer.encode(f"{start} {labels[k][0]}", add_special_tokens=False),
-                    device=self.device,
-                )
-                for k in classes
-            ]
-            with self._knowing():
-                scored = self.backbone.continuation_logprobs(
-                    prompts.unread(row), subjects, prompts.prefix(row)
-                )
+            scored = self._subject_scores(prompts, row, start, classes)
             best = max(range(len(classes)), key=scored.__getitem__)
             margin = scored[best] - scored[0]
             if best and margin >= RANK_MARGIN:
@@ -1874,20 +1863,9 @@ class PixelReasonModel(nn.Module):
         if not rows:
             return
         start = statements.start
-        tokenizer = self.preprocessor.tokenizer
-        subjects = [
-            torch.tensor(
-                tokenizer.encode(f"{start} {names[0]}", add_special_tokens=False),
-                device=self.device,
-            )
-            for names in labels
-        ]
         chosen = []
         for row in rows:
-            with self._knowing():
-                scored = self.backbone.continuation_logprobs(
-                    prompts.unread(row), subjects, prompts.prefix(row)
-                )
+            scored = self._subject_scores(prompts, row, start, range(len(labels)))
             shown = [k for k, found in enumerate(statements.present[row]) if found]
             best = max(shown, key=scored.__getitem__)
             behind = max(scored) - scored[best]
@@ -1896,6 +1874,7 @@ class PixelReasonModel(nn.Module):
         if not chosen:
             return
         # a refusal has no words before a class name to keep: the answer is given whole
+        tokenizer = self.preprocessor.tokenizer
         given = [
             tokenizer.encode(f"It is the {labels[k][0]} {SEG_TOKEN}.", add_special_tokens=False)
             for _, k, _ in chosen
@@ -1911,6 +1890,27 @@ class PixelReasonModel(nn.Module):
                 "behind": round(behind, 2),
             }
             answers[row], generations[row] = answer, generation
+
+    def _subject_scores(
+        self, prompts: PromptBatch, row: int, start: str, classes: Iterable[int]
+    ) -> list[float]:
+        """Each of `classes` scored as the statement's subject ("{start} {class}") after the
+        row's prompt, by the knowledge adapter's LLM where the model has one; the prompt is
+        read once for all of them (`Backbone.continuation_logprobs`)."""
+        tokenizer = self.preprocessor.tokenizer
+        subjects = [
+            torch.tensor(
+                tokenizer.encode(
+                    f"{start} {self.config.probe_labels[k][0]}", add_special_tokens=False
+                ),
+                device=self.device,
+            )
+            for k in classes
+        ]
+        with self._knowing():
+            return self.backbone.continuation_logprobs(
+                prompts.unread(row), subjects, prompts.prefix(row)
+            )
 
     def _statement_candidates(
         self,
