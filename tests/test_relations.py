@@ -294,3 +294,20 @@ def test_bundled_default_grounds_the_object_an_earlier_request_names() -> None:
     said = model.answer_batch([cache], [[Turn(first)]], relations=False)[0]
     answer = model.answer_batch([cache], [[Turn(steamed.texts[0])]])[0]
     assert answer.extras["relation"]["reference"] == {"question": first, "answer": said.text}
+
+
+def test_bundled_default_same_colour_prefers_a_category_of_several_colours() -> None:
+    """A fresh-stream follow-up (seed 23): "Where is the red shoe? What else has the same
+    colour as it?". A strawberry and a red knife are both red, but only the knife's colour is
+    a word the answers name; the strawberry was chosen, nearer the shoe, before categories
+    of several colours came first."""
+    model, _ = load_model("default")
+    sample = generate_sample(23, "test", 1541)
+    assert sample.texts[0] == "Where is the red shoe? What else has the same colour as it?"
+    assert sample.target_names == ["red knife"]
+    cache = encode_image(model, sample.image)
+    answer = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert answer.text == "It is the red knife <SEG>."
+    assert answer.extras["relation"]["relation"]["kind"] == "colour"
+    assert "strawberry" in answer.extras["relation"]["classes"]
+    assert _iou(answer.mask_logits[0].numpy() > 0, sample.target_masks[0].astype(bool)) > 0.9

@@ -1485,9 +1485,16 @@ class PixelReasonModel(nn.Module):
         reference_class: int | None,
     ) -> list[tuple[int, torch.Tensor, float, np.ndarray]]:
         """The candidates whose colour, as read inside their region (`_read_colours`), is the
-        relation's colour word or else the reference's; none without a colour reader."""
+        relation's colour word or else the reference's; none without a colour reader. Those of
+        a category that comes in several colours come first: only their colour is a word the
+        answers name, as mask names hold (`colour_names`), so "the other red thing" is the red
+        bird before the strawberry."""
         if not self._reads_colours(cache):
             return []
+        categories = [label.split(maxsplit=1)[-1] for label in self.config.colour_probe_labels]
+        coloured = {
+            c for c, names in enumerate(self.config.probe_labels) if categories.count(names[0]) > 1
+        }
 
         def colour(mask: np.ndarray, index: int | None) -> str | None:
             read = self._read_colours(cache, torch.as_tensor(mask)[None].float())[0]
@@ -1499,7 +1506,8 @@ class PixelReasonModel(nn.Module):
         )
         if wanted is None:
             return []
-        return [c for c in candidates if colour(c[3], c[0]) == wanted]
+        matches = [c for c in candidates if colour(c[3], c[0]) == wanted]
+        return [c for c in matches if c[0] in coloured] or matches
 
     def _add_targets(
         self, answer: Answer, group: Sequence[int], spare: torch.Tensor, names: Sequence[str]
