@@ -1051,17 +1051,24 @@ class PixelReasonModel(nn.Module):
     ) -> list[Answer]:
         """The last steps of `answer_batch`: the head's follow-up, region snap, mask names."""
         answers = self.head.follow_up(self, caches, turns_list, answers)
-        scale = self.config.snap_scale if snap_scale is None else snap_scale
-        share = self.config.snap_share
         for cache, answer in zip(caches, answers, strict=True):
-            if scale <= 0 or cache.pixels is None:
-                continue
-            if scale not in cache.regions:
-                cache.regions[scale] = image_regions(cache.pixels, scale)
-            answer.mask_logits = snap_logits(answer.mask_logits, cache.regions[scale], share)
+            answer.mask_logits = self._snapped(cache, answer.mask_logits, snap_scale)
         if self.config.mask_names if mask_names is None else mask_names:
             self._name_masks(caches, answers)
         return answers
+
+    def _snapped(
+        self, cache: ImageCache, logits: torch.Tensor, snap_scale: float | None
+    ) -> torch.Tensor:
+        """Mask logits (N, H, W) region-snapped (`pixelreason.models.snap`) at `snap_scale`
+        (None: the config's; 0 or an image without its pixels: as they are). The image's
+        regions are found once per scale and kept with its cache."""
+        scale = self.config.snap_scale if snap_scale is None else snap_scale
+        if scale <= 0 or cache.pixels is None:
+            return logits
+        if scale not in cache.regions:
+            cache.regions[scale] = image_regions(cache.pixels, scale)
+        return snap_logits(logits, cache.regions[scale], self.config.snap_share)
 
     def _asks_instances(self, question: str) -> bool:
         """Whether the model can ask the instance question `question` ("" is off): it needs
@@ -1228,7 +1235,7 @@ class PixelReasonModel(nn.Module):
                 relation = dataclasses.replace(relation, context=turns[-2].user)
             if relation.reference == "it" and not relation.context:
                 continue
-            found = self._relation_target(caches[row], relation, template, settings)
+            found = self._relation_target(caches[row], relation, template, settings, snap_scale)
             if found is None:
                 continue
             index, logits, score, asked = found
@@ -1265,12 +1272,17 @@ class PixelReasonModel(nn.Module):
         return [answers[row] for row in range(len(caches))]
 
     def _relation_target(
-        self, cache: ImageCache, relation: Relation, template: str, settings: dict[str, Any]
+        self,
+        cache: ImageCache,
+        relation: Relation,
+        template: str,
+        settings: dict[str, Any],
+        snap_scale: float | None = None,
     ) -> tuple[int, torch.Tensor, float, dict[str, Any]] | None:
         """The class, (H, W) mask logits and score of the object `relation` picks in the
         image, and what the model was asked; None where a part is not found. The candidates
         are the regions of the answers to the instance question (`template`) about each class
-        that may hold them."""
+        that may hold them, region-snapped at `snap_scale` (None: the config's)."""
         labels = self.config.probe_labels
         asked: dict[str, Any] = {"relation": dataclasses.asdict(relation)}
 
@@ -1347,22 +1359,13 @@ class PixelReasonModel(nn.Module):
             for c, reply in zip(classes, replies, strict=True)
             if len(reply.scores)
         ]
-        if not found:
-            return None
-        proposals = object_proposals(torch.stack([logits for _, logits, _ in found]))
-        if not proposals:
-            return None
-        # one object, one class: of overlapping regions, the one whose class the probe reads
-        # most there (its share of the reading) stays
-        cells = cell_probabilities(self.probe, cache.features)[0].cpu()
-        read = read_masks(cells, torch.as_tensor(np.stack([r for _, r in proposals])))
-        share = read / read.sum(dim=1, keepdim=True).clamp(min=1e-9)
-        strengths = [float(share[i, found[k][0] + 1]) for i, (k, _) in enumerate(proposals)]
-        candidates = [
-            (found[k][0], found[k][1], found[k][2], region)
-            for k, region in (proposals[i] for i in distinct([r for _, r in proposals], strengths))
-            if not wanted or found[k][0] in wanted
-        ]
+        # the candidates from the masks region-snapped, so that the objects' areas, centroids
+        # and pieces follow the image's edges; from the masks as they are where that leaves
+        # none (a weak mask of a class the query names, snapped into a neighbour's region)
+        snapped = [(c, self._snapped(cache, m[None], snap_scale)[0], s) for c, m, s in found]
+        candidates = self._candidates(cache, snapped, wanted) or self._candidates(
+            cache, found, wanted
+        )
         if reference is not None:  # the reference is no candidate, nor part of one
             apart = set_apart([region for *_, region in candidates], reference)
             candidates = [
@@ -1380,6 +1383,32 @@ class PixelReasonModel(nn.Module):
         c, logits, score, region = candidates[pick]
         inside = torch.as_tensor(region)
         return c, torch.where(inside, logits, logits.clamp(max=OUTSIDE_LOGIT)), score, asked
+
+    def _candidates(
+        self,
+        cache: ImageCache,
+        found: Sequence[tuple[int, torch.Tensor, float]],
+        wanted: set[int],
+    ) -> list[tuple[int, torch.Tensor, float, np.ndarray]]:
+        """A relation's candidate objects, (class, its (H, W) mask logits, score, bool (H, W)
+        region), from each found class's mask logits and score: the masks' regions
+        (`object_proposals`), of overlapping regions the one whose class the probe reads most
+        there (its share of the reading: one object, one class, `distinct`), of the `wanted`
+        classes where any are."""
+        if not found:
+            return []
+        proposals = object_proposals(torch.stack([logits for _, logits, _ in found]))
+        if not proposals:
+            return []
+        cells = cell_probabilities(self.probe, cache.features)[0].cpu()
+        read = read_masks(cells, torch.as_tensor(np.stack([r for _, r in proposals])))
+        share = read / read.sum(dim=1, keepdim=True).clamp(min=1e-9)
+        strengths = [float(share[i, found[k][0] + 1]) for i, (k, _) in enumerate(proposals)]
+        return [
+            (found[k][0], found[k][1], found[k][2], region)
+            for k, region in (proposals[i] for i in distinct([r for _, r in proposals], strengths))
+            if not wanted or found[k][0] in wanted
+        ]
 
     def _colour_requests(
         self,
