@@ -311,3 +311,18 @@ def test_bundled_default_same_colour_prefers_a_category_of_several_colours() -> 
     assert answer.extras["relation"]["relation"]["kind"] == "colour"
     assert "strawberry" in answer.extras["relation"]["classes"]
     assert _iou(answer.mask_logits[0].numpy() > 0, sample.target_masks[0].astype(bool)) > 0.9
+
+
+def test_bundled_default_relation_candidates_are_region_snapped() -> None:
+    """A fresh-stream comparative (seed 23): "Find the tiniest of the heads of broccoli.". On
+    the instance answer's masks as they are (snap off), the smallest region is not the
+    target; on the masks snapped to the image's regions it is."""
+    model, _ = load_model("default")
+    sample = generate_sample(23, "test", 246)
+    assert sample.texts[0] == "Find the tiniest of the heads of broccoli."
+    cache = encode_image(model, sample.image)
+    answer = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert answer.extras["relation"]["relation"]["kind"] == "size"
+    assert _iou(answer.mask_logits[0].numpy() > 0, sample.target_masks[0].astype(bool)) > 0.9
+    unsnapped = model.answer_batch([cache], [[Turn(sample.texts[0])]], snap_scale=0.0)[0]
+    assert _iou(unsnapped.mask_logits[0].numpy() > 0, sample.target_masks[0].astype(bool)) < 0.1
