@@ -22,12 +22,13 @@ green pencil.", or the earlier sentences for "it"). What the relation names is p
 the reference's answer is given ("It is the green pencil <SEG>.", the model grounds it; for
 "it", where the earlier sentence asks for an object by name: "Where is the lamp?"), and
 a candidate class the query names is asked about wherever the probe reads it at all, so a
-small object the probe misses is still found. Each candidate mask's separate regions are
-the objects (`regions_of`), taken apart from the reference where they overlap it
-(`set_apart`), and `choose` picks the one the relation names from their centroids,
-boxes and areas. The answer becomes "It is the CLASS <SEG>." over that region (mask names then
-add its colour). Where the query holds no relation, a part finds nothing, or no candidate
-stands in the relation, the model's own answer stays.
+small object the probe misses is still found. Each candidate mask's separate regions (the
+mask region-snapped first, `pixelreason.models.snap`) are the objects (`regions_of`), taken
+apart from the reference where they overlap it (`set_apart`), and `choose` picks the one the
+relation names from their centroids, boxes and areas. The answer becomes "It is the CLASS
+<SEG>." over that region (mask names then add its colour). Where the query holds no
+relation, a part finds nothing, or no candidate stands in the relation, the model's own
+answer stays.
 """
 
 from __future__ import annotations
