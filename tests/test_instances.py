@@ -223,3 +223,28 @@ def test_bundled_default_grounds_a_third_orange_as_a_target_of_its_own():
     assert len(oranges) == 3
     best = [max((m & t).sum() / (m | t).sum() for m in masks) for t in oranges]
     assert min(best) > 0.7  # one mask on each orange
+
+
+def test_bundled_default_instances_come_from_the_snapped_instance_answer() -> None:
+    """A fresh-stream query (seed 23): "Which objects here are baked into pies?" of two
+    cherries. The instance answer's union, region-snapped, falls apart into the two cherries
+    (multi-target IoU 1.0 in the eval); as it is, into pieces that become four targets."""
+    from pixelreason.api import encode_image
+    from pixelreason.eval.metrics import hungarian_multi_target_iou
+
+    model, _ = load_model("default")
+    sample = generate_sample(23, "test", 230)
+    assert sample.texts[0] == "Which objects here are baked into pies?"
+    assert len(sample.target_masks) == 2
+    cache = encode_image(model, sample.image)
+    turns = [[Turn(sample.texts[0])]]
+    targets = [t.astype(np.uint8) for t in sample.target_masks]
+
+    def score(answer) -> float:
+        return hungarian_multi_target_iou(list(answer.mask_logits.numpy() > 0), targets)
+
+    answer = model.answer_batch([cache], turns)[0]
+    assert answer.text == "They are the cherry <SEG> and the cherry <SEG>."
+    assert score(answer) > 0.95
+    plain = model.answer_batch([cache], turns, snap_scale=0.0)[0]
+    assert len(plain.scores) == 4 and score(plain) < 0.5
