@@ -14,10 +14,12 @@ from pixelreason.data.world.categories import class_labels
 from pixelreason.data.world.samples import generate_sample
 from pixelreason.models.backbone import Generation
 from pixelreason.models.knowledge import (
+    FACT_MARGIN,
     RANK_MARGIN,
     REFUSAL_MARGIN,
     RESTATED,
     Statements,
+    asked_fact,
     asks_by_knowledge,
     restated_share,
     stated_class,
@@ -251,6 +253,40 @@ def test_asks_by_knowledge_leaves_out_requests_by_name_and_relations():
 
 
 @pytest.mark.parametrize(
+    ("query", "fact"),
+    [
+        (
+            "Which object in the picture folds up when it is not in use?",
+            "folds up when it is not in use",
+        ),
+        ("What here is rich in vitamin C?", "is rich in vitamin C"),
+        ("the thing that has holes in it", "has holes in it"),
+        ("Find the thing that can fly and tell me why you chose it.", "can fly"),
+        (
+            "Segment the object that melts when it gets warm, and give a reason.",
+            "melts when it gets warm",
+        ),
+        ("What would you use to cut paper?", "is used to cut paper"),
+        ("Can you show me what hangs on a keychain?", "hangs on a keychain"),
+        ("What in this picture sits on a saucer? Explain your answer.", "sits on a saucer"),
+        (
+            "I am playing a guessing game. The clue is that the answer grows underground. "
+            "Which object in the image fits the clue?",
+            "grows underground",  # the earliest clause, not "fits the clue"
+        ),
+        ("My friend told me that one of the things in this photo can fly.", "can fly"),
+        ("Look carefully. Only one of these things purrs. Please segment it.", "purrs"),
+        ("I feel a cold coming on. What here should I pick?", None),  # about the asker
+        ("It is raining. Which object in this picture would help me?", None),
+        ("Segment the striped mug.", None),
+        ("", None),
+    ],
+)
+def test_asked_fact_is_the_clause_the_query_asks_about(query, fact):
+    assert asked_fact(query) == fact
+
+
+@pytest.mark.parametrize(
     ("index", "wanted"),
     [
         (105, "cat"),  # "... chases mice. Please segment it.": a red fish without the ranking
@@ -286,6 +322,37 @@ def test_ranking_follows_the_likeliest_subject(default, monkeypatch, index, want
     # an unreachable margin changes nothing either
     monkeypatch.setattr(default.config, "knowledge_ranking", True)
     monkeypatch.setattr(segmenter, "RANK_MARGIN", 1e9)
+    assert ask().text == without.text
+
+
+def test_ranking_scores_the_statement_of_the_asked_fact(default, monkeypatch):
+    """ "Which object in the picture is cut into slices to share?" (a fresh zero-shot query,
+    seed 1): after the text question "What is cut into slices to share?", the statement "A
+    pizza slice is cut into slices to share." is likelier than the answer's "A bread loaf ..."
+    by more than `FACT_MARGIN` nats, and the answer grounds the pizza slice (its mask is the
+    target's). With the classes scored as bare subjects after the query, or with an
+    unreachable margin, the answer stays the bread loaf."""
+    sample = generate_sample(1, "zeroshot", 134)
+    assert asked_fact(sample.texts[0]) == "is cut into slices to share"
+    cache = encode_image(default, sample.image)
+
+    def ask():
+        return default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+
+    answer = ask()
+    ranking = answer.extras["knowledge_ranking"]
+    assert ranking["margin"] >= FACT_MARGIN
+    assert ranking["subject"] == "A pizza slice"
+    assert _index("pizza slice") in named_classes(answer.text, LABELS)
+    mask = answer.mask_logits[0].numpy() > 0
+    target = sample.target_masks[0].astype(bool)
+    assert (mask & target).sum() / (mask | target).sum() > 0.9
+    monkeypatch.setattr(segmenter, "FACT_MARGIN", 1e9)
+    without = ask()
+    assert "knowledge_ranking" not in without.extras
+    assert _index("bread loaf") in named_classes(without.text, LABELS)
+    monkeypatch.setattr(segmenter, "FACT_MARGIN", FACT_MARGIN)
+    monkeypatch.setattr(segmenter, "asked_fact", lambda query: None)
     assert ask().text == without.text
 
 

@@ -47,10 +47,23 @@ the plant", whose statement is about the cup, not the answer), and the answer gr
 class, the answer follows the class the probe finds that the LLM finds likeliest as the
 subject, where that one is likelier than the answer's class by `RANK_MARGIN` nats.
 
+Where the query states its fact in a form `asked_fact` knows ("Which object in the picture is
+cut into slices to share?"), the classes are scored otherwise: each as the subject of the whole
+statement of the fact (" A pizza slice is cut into slices to share."), after the text question
+that asks for what holds it ("What is cut into slices to share?", on the same image), and the
+margin is `FACT_MARGIN`. That question is the form the text QA teaches facts in, answered by
+such statements, so the LLM's knowledge speaks most plainly there. After the query itself, the
+first words leave it free to go on with whichever fact it knows best of a class, and the whole
+statement is likeliest for a class it knows nothing about, its words copied from the query. On
+a fresh zero-shot stream (seed 1), of the 273 queries that state a fact and whose target's
+class the probe finds, the class likeliest as a bare subject after the query is the target's in
+208; as the statement's subject after the query in 227; after the text question in 241.
+
 The same ranking also takes back refusals. An answer to such a query that grounds nothing
 (the LLM wrote that nothing is there, or the presence check or the absence part made it say
 so) follows the likeliest class the probe finds where every class, found or not, scored as the
-subject, is likelier than that one by less than `REFUSAL_MARGIN` nats: the LLM's favourite
+subject (of the statement after the text question, where the query states its fact), is
+likelier than that one by less than `REFUSAL_MARGIN` nats: the LLM's favourite
 holder of the fact is then in the image, or about as likely as one that is. Where the image
 lacks what was asked, the favourite is a class it does not show, and clearly likelier.
 """
@@ -82,6 +95,14 @@ ABSENT_MARGIN = 6.0
 #: Nats by which the likeliest class of the image as a statement's subject must be likelier
 #: than the answer's class for the answer to follow it (the ranking part).
 RANK_MARGIN = 2.5
+#: The same margin where the query states its fact (`asked_fact`) and each class is scored as
+#: the subject of the whole statement of it after the text question. Chosen on fresh streams,
+#: the statements scored against the answers of the bare-subject ranking: on the zero-shot
+#: stream (seed 1, 300) at 3.0, 43 answers change, 36 to the target from another class and 1
+#: away from it (at 2.0: 38 and 1); on the development stream's 238 knowledge, explanatory and
+#: long queries that state a fact (seed 21), 1 changes, neither to nor from the target (at 2.0:
+#: 2, one away from it).
+FACT_MARGIN = 3.0
 #: Nats within which the likeliest class of the image as the subject must be of the likeliest
 #: class of all for an answer that grounds nothing to follow it (the ranking part's refusals).
 #: Chosen on fresh streams (a zero-shot stream of seed 1, 300 samples; the absent queries of a
@@ -89,7 +110,10 @@ RANK_MARGIN = 2.5
 #: refusals of a target that is there, 7 are within 1.5 nats (6 of the target's class, one a
 #: ball for "rich in vitamin C") and 2 more within 2.5; of 35 refusals of absent queries, one
 #: is within 2.5 ("used to cut paper": a cheese wedge 1.97 nats behind the scissors), none
-#: within 1.5, and the rest 4.2 or more behind.
+#: within 1.5, and the rest 4.2 or more behind. With the statements of asked facts (scored
+#: against the remaining refusals of the same streams): of 18 zero-shot refusals, 8 are within
+#: 1.5 nats (all of the target's class), 1 more within 2.5 (also the target's) and the next at
+#: 4.1; of the 26 absent queries that state a fact, none is within 4.6.
 REFUSAL_MARGIN = 1.5
 #: Most tokens of a statement after its first words: a fact takes about ten.
 STATEMENT_TOKENS = 16
@@ -97,6 +121,26 @@ STATEMENT_TOKENS = 16
 SMALL_WORDS = frozenset({"a", "an", "the", "is", "are"})
 
 _WORD = re.compile(r"[a-z]+")
+_CLAUSE = r"(?P<fact>[^.?!,;]+)"
+_HERE = r"(?:\s+here|\s+in (?:the|this) (?:picture|image|photo|scene))?"
+#: The ways a query asks for the object that a fact holds for; the earliest match counts.
+_ASKED = (
+    re.compile(r"\bwhat would you use (?P<use>to|for) " + _CLAUSE, re.I),
+    re.compile(
+        r"\b(?:thing|object|something|item|one)s?" + _HERE + r"\s+(?:that|which)\s+" + _CLAUSE,
+        re.I,
+    ),
+    re.compile(r"\b(?:what|which (?:object|thing|one))" + _HERE + r"\s+" + _CLAUSE, re.I),
+    re.compile(
+        r"\b(?:one of the things in this (?:photo|picture|image)|only one of these things"
+        r"|the answer)\s+" + _CLAUSE,
+        re.I,
+    ),
+)
+#: Words of a clause about the asker, not the answer ("What here should I pick?").
+_ASKER = re.compile(r"\b(?:i|me|my|we|us|our)\b", re.I)
+#: A request after the fact ("... and tell me why you chose it").
+_ASKED_TAIL = re.compile(r"\s+and (?:tell|give|explain)\b.*$", re.I)
 
 
 def stated_class(text: str, labels: Sequence[Sequence[str]]) -> tuple[int, str] | None:
@@ -127,6 +171,39 @@ def asks_by_knowledge(query: str, labels: Sequence[Sequence[str]]) -> bool:
     that looks like a tiny tree") and about no relation ("What here is squeezed to make
     lemonade?", but not "Segment the lemon." nor "What is left of it?")."""
     return requested_class(query, labels) is None and parse_relation(query) is None
+
+
+def asked_fact(query: str) -> str | None:
+    """The fact a query asks about, as the predicate of a statement about its answer ("Which
+    object in the picture folds up when it is not in use?" -> "folds up when it is not in
+    use"; "What would you use to cut paper?" -> "is used to cut paper"), or None where the
+    query states none in a form the `_ASKED` patterns know: a scenario ("I have a cold. What
+    here should I pick?": a clause about the asker is no fact about the answer)."""
+    found = [(m.start(), i, m) for i, pattern in enumerate(_ASKED) if (m := pattern.search(query))]
+    if not found:
+        return None
+    _, index, match = min(found, key=lambda hit: hit[:2])
+    fact = _ASKED_TAIL.sub("", match.group("fact")).strip()
+    if index == 0:  # "what would you use to ..."
+        fact = f"is used {match.group('use')} {fact}"
+    if not fact or _ASKER.search(fact):
+        return None
+    return fact
+
+
+def fact_subject(start: str, labels: Sequence[str]) -> str:
+    """A class named as the subject of a statement of a fact, in the text QA's words: `start`
+    and its name (" A lemon"), with "An" for a name that starts with a vowel and "A pair of"
+    for a plural noun (whose one spelling is its plural, ending in s: scissors, glasses)
+    where `start` is " A" (" An umbrella", " A pair of scissors")."""
+    name = labels[0]
+    if start.strip() != "A":
+        return f"{start} {name}"
+    if len(labels) > 1 and labels[1] == name and name.endswith("s"):
+        return f"{start} pair of {name}"
+    if name[:1].lower() in "aeiou":
+        return f"{start}n {name}"
+    return f"{start} {name}"
 
 
 def first_tokens(

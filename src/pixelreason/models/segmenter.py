@@ -46,12 +46,15 @@ from pixelreason.models.instances import (
 )
 from pixelreason.models.knowledge import (
     ABSENT_MARGIN,
+    FACT_MARGIN,
     MARGIN,
     RANK_MARGIN,
     REFUSAL_MARGIN,
     RESTATED,
     Statements,
+    asked_fact,
     asks_by_knowledge,
+    fact_subject,
     restated_share,
     stated_class,
 )
@@ -1871,10 +1874,11 @@ class PixelReasonModel(nn.Module):
             classes = list(dict.fromkeys([answered, *shown]))  # the answer's class first
             if len(classes) < 2:
                 continue
-            scored = self._subject_scores(prompts, row, start, classes)
+            fact = asked_fact(queries[row])
+            scored = self._subject_scores(caches[row], prompts, row, start, classes, fact)
             best = max(range(len(classes)), key=scored.__getitem__)
             margin = scored[best] - scored[0]
-            if best and margin >= RANK_MARGIN:
+            if best and margin >= (RANK_MARGIN if fact is None else FACT_MARGIN):
                 chosen.append((row, classes[best], f"{start} {labels[classes[best]][0]}".strip()))
                 ranked[row] = round(margin, 2)
         self._follow_statements(caches, answers, generations, chosen, generate, ranked)
@@ -1909,7 +1913,10 @@ class PixelReasonModel(nn.Module):
         start = statements.start
         chosen = []
         for row in rows:
-            scored = self._subject_scores(prompts, row, start, range(len(labels)))
+            fact = asked_fact(queries[row])
+            scored = self._subject_scores(
+                caches[row], prompts, row, start, range(len(labels)), fact
+            )
             shown = [k for k, found in enumerate(statements.present[row]) if found]
             best = max(shown, key=scored.__getitem__)
             behind = max(scored) - scored[best]
@@ -1936,25 +1943,45 @@ class PixelReasonModel(nn.Module):
             answers[row], generations[row] = answer, generation
 
     def _subject_scores(
-        self, prompts: PromptBatch, row: int, start: str, classes: Iterable[int]
+        self,
+        cache: ImageCache,
+        prompts: PromptBatch,
+        row: int,
+        start: str,
+        classes: Iterable[int],
+        fact: str | None = None,
     ) -> list[float]:
-        """Each of `classes` scored as the statement's subject ("{start} {class}") after the
-        row's prompt, by the knowledge adapter's LLM where the model has one; the prompt is
-        read once for all of them (`Backbone.continuation_logprobs`)."""
+        """Each of `classes` scored by the knowledge adapter's LLM (where the model has one),
+        its prompt read once for all of them (`Backbone.continuation_logprobs`): as the
+        statement's subject ("{start} {class}") after the row's prompt, or, where the query
+        states its `fact` (`asked_fact`), as the subject of the whole statement of it ("{start}
+        {class} {fact}.") after the text question that asks for what holds it ("What {fact}?",
+        on the row's image: the form ReasonWorld's text QA teaches facts in)."""
         tokenizer = self.preprocessor.tokenizer
-        subjects = [
-            torch.tensor(
-                tokenizer.encode(
-                    f"{start} {self.config.probe_labels[k][0]}", add_special_tokens=False
-                ),
-                device=self.device,
-            )
+        labels = self.config.probe_labels
+        texts = [
+            f"{start} {labels[k][0]}"
+            if fact is None
+            else f"{fact_subject(start, labels[k])} {fact}."
             for k in classes
         ]
+        subjects = [
+            torch.tensor(tokenizer.encode(text, add_special_tokens=False), device=self.device)
+            for text in texts
+        ]
+        if fact is None:
+            prompt, past = prompts.unread(row), prompts.prefix(row)
+        else:
+            prompt, past = self._question_prompt(cache, f"What {fact}?"), None
         with self._knowing():
-            return self.backbone.continuation_logprobs(
-                prompts.unread(row), subjects, prompts.prefix(row)
-            )
+            return self.backbone.continuation_logprobs(prompt, subjects, past)
+
+    def _question_prompt(self, cache: ImageCache, question: str) -> torch.Tensor:
+        """The prompt (P, D) that asks `question` of the cached image, as the LLM reads it."""
+        ids = self.preprocessor.encode([Turn(question)], image=True).input_ids[None]
+        ids = ids.to(self.device)
+        embeds = self.backbone.embed(ids, cache.features)
+        return self.head.embed_prompt(ids, embeds, cache.features, [None])[0]
 
     def _statement_candidates(
         self,
