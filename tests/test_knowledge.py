@@ -21,6 +21,7 @@ from pixelreason.models.knowledge import (
     Statements,
     asked_fact,
     asks_by_knowledge,
+    fact_subject,
     restated_share,
     stated_class,
 )
@@ -286,6 +287,15 @@ def test_asked_fact_is_the_clause_the_query_asks_about(query, fact):
     assert asked_fact(query) == fact
 
 
+def test_fact_subject_writes_the_article_the_text_qa_writes():
+    assert fact_subject(" A", ["lemon", "lemons"]) == " A lemon"
+    assert fact_subject(" A", ["umbrella", "umbrellas"]) == " An umbrella"
+    assert fact_subject(" A", ["scissors", "scissors"]) == " A pair of scissors"
+    assert fact_subject(" A", ["glasses", "glasses"]) == " A pair of glasses"
+    assert fact_subject(" A", ["fish", "fish"]) == " A fish"  # same plural, not a plural noun
+    assert fact_subject(" The", ["umbrella", "umbrellas"]) == " The umbrella"
+
+
 @pytest.mark.parametrize(
     ("index", "wanted"),
     [
@@ -297,9 +307,12 @@ def test_ranking_follows_the_likeliest_subject(default, monkeypatch, index, want
     """Zero-shot queries whose answer grounds another object: the LLM finds the target's class
     the likeliest subject of its statement by several nats, and with the ranking part the
     answer grounds it (its mask, region-snapped, is the target's); without it the answer stays
-    wrong. The knowledge adapter is off: with it, the check's first part finds these two."""
+    wrong. The knowledge adapter is off: with it, the check's first part finds these two. The
+    classes are scored as bare subjects after the query (`asked_fact` finds no fact): with
+    the statement of the fact, the ranking finds these two too."""
     assert default.config.knowledge_ranking
     monkeypatch.setattr(default.config, "knowledge_adapter", False)
+    monkeypatch.setattr(segmenter, "asked_fact", lambda query: None)
     sample = generate_sample(0, "zeroshot", index)
     cache = encode_image(default, sample.image)  # with its pixels, for region snap
 
@@ -326,13 +339,13 @@ def test_ranking_follows_the_likeliest_subject(default, monkeypatch, index, want
 
 
 def test_ranking_scores_the_statement_of_the_asked_fact(default, monkeypatch):
-    """ "Which object in the picture is cut into slices to share?" (a fresh zero-shot query,
-    seed 1): after the text question "What is cut into slices to share?", the statement "A
-    pizza slice is cut into slices to share." is likelier than the answer's "A bread loaf ..."
-    by more than `FACT_MARGIN` nats, and the answer grounds the pizza slice (its mask is the
-    target's). With the classes scored as bare subjects after the query, or with an
-    unreachable margin, the answer stays the bread loaf."""
-    sample = generate_sample(1, "zeroshot", 134)
+    """ "Can you show me what is cut into slices to share?" (a fresh zero-shot query, seed 1):
+    after the text question "What is cut into slices to share?", the statement "A pizza slice
+    is cut into slices to share." is likelier than the answer's "A cherry ..." by more than
+    `FACT_MARGIN` nats, and the answer grounds the pizza slice (its mask is the target's).
+    With an unreachable margin the answer is the LLM's own (a star); with the classes scored
+    as bare subjects after the query, a cherry."""
+    sample = generate_sample(1, "zeroshot", 105)
     assert asked_fact(sample.texts[0]) == "is cut into slices to share"
     cache = encode_image(default, sample.image)
 
@@ -350,10 +363,12 @@ def test_ranking_scores_the_statement_of_the_asked_fact(default, monkeypatch):
     monkeypatch.setattr(segmenter, "FACT_MARGIN", 1e9)
     without = ask()
     assert "knowledge_ranking" not in without.extras
-    assert _index("bread loaf") in named_classes(without.text, LABELS)
+    assert named_classes(without.text, LABELS) == [_index("star")]
     monkeypatch.setattr(segmenter, "FACT_MARGIN", FACT_MARGIN)
     monkeypatch.setattr(segmenter, "asked_fact", lambda query: None)
-    assert ask().text == without.text
+    bare = ask()
+    assert bare.extras["knowledge_ranking"]["subject"] == "A cherry"
+    assert named_classes(bare.text, LABELS) == [_index("cherry")]
 
 
 def test_cli_turns_the_ranking_off(tmp_path):
@@ -405,6 +420,7 @@ def test_continuation_logprobs_after_one_prompt_equal_those_of_a_full_pass(defau
     [
         (83, "watermelon slice"),  # "... mostly water ...": the presence check refused it
         (197, "phone"),  # "the thing that has to be charged every day": the LLM refused it
+        (233, "umbrella"),  # "... folds up when it is not in use.": found by the fact's statement
     ],
 )
 def test_refusals_follow_the_likeliest_subject_of_the_image(default, monkeypatch, index, wanted):
