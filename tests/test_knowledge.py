@@ -23,6 +23,7 @@ from pixelreason.models.knowledge import (
     asks_by_knowledge,
     fact_subject,
     restated_share,
+    singular_fact,
     stated_class,
 )
 from pixelreason.models.presence import (
@@ -277,6 +278,11 @@ def test_asks_by_knowledge_leaves_out_requests_by_name_and_relations():
         ),
         ("My friend told me that one of the things in this photo can fly.", "can fly"),
         ("Look carefully. Only one of these things purrs. Please segment it.", "purrs"),
+        ("everything that is made from milk", "is made from milk"),
+        ("Segment all the things that are baked into pies.", "is baked into pies"),
+        ("Which objects here fold up when they are not in use?", "folds up when it is not in use"),
+        ("Find every object that needs electricity.", "needs electricity"),
+        ("Which one is it?", None),  # no fact in it
         ("I feel a cold coming on. What here should I pick?", None),  # about the asker
         ("It is raining. Which object in this picture would help me?", None),
         ("Segment the striped mug.", None),
@@ -285,6 +291,24 @@ def test_asks_by_knowledge_leaves_out_requests_by_name_and_relations():
 )
 def test_asked_fact_is_the_clause_the_query_asks_about(query, fact):
     assert asked_fact(query) == fact
+
+
+@pytest.mark.parametrize(
+    ("many", "one"),
+    [
+        ("are rich in vitamin C", "is rich in vitamin C"),
+        ("grow on trees", "grows on trees"),
+        ("usually come in pairs", "usually comes in pairs"),
+        ("fold up when they are not in use", "folds up when it is not in use"),
+        ("have holes in them", "has holes in it"),
+        ("can fly", "can fly"),
+        ("go into a toaster", "goes into a toaster"),
+        ("carry people from place to place", "carries people from place to place"),
+        ("purr when they are happy", "purrs when it is happy"),
+    ],
+)
+def test_singular_fact_puts_the_verb_and_pronouns_in_the_singular(many, one):
+    assert singular_fact(many) == one
 
 
 def test_fact_subject_writes_the_article_the_text_qa_writes():

@@ -94,6 +94,36 @@ def test_bundled_default_grounds_the_member_its_answer_leaves_out(index, named, 
     assert _iou(masks.any(axis=0), np.logical_or.reduce(targets)) > 0.7
 
 
+def test_bundled_default_drops_the_targets_of_a_class_without_the_fact(monkeypatch) -> None:
+    """ "Which objects here grow on trees?" (a fresh several-target query, seed 23): the answer
+    grounds two cherries, a donut, a phone and a strawberry; after "What grows on trees?", the
+    last three's statements of the fact are more than `FACT_SPAN` nats below the cherry's, so
+    their targets go, and the answer is the two cherries, each mostly a target; with an
+    unreachable span they stay."""
+    import pixelreason.models.segmenter as segmenter
+
+    model, _ = load_model("default")
+    sample = generate_sample(23, "test", 2156)
+    cache = encode_image(model, sample.image)
+
+    def ask():
+        return model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+
+    answer = ask()
+    dropped = ["donut", "phone", "strawberry"]
+    assert answer.extras["non_members"] == {"fact": "grows on trees", "dropped": dropped}
+    assert answer.text == "The cherry <SEG> and the cherry <SEG>."
+    masks = answer.mask_logits.numpy() > 0
+    targets = [t.astype(bool) for t in sample.target_masks]
+    assert len(masks) == len(targets) == 2
+    for mask in masks:
+        assert max(_iou(mask, t) for t in targets) > 0.6
+    monkeypatch.setattr(segmenter, "FACT_SPAN", 1e9)
+    kept = ask()
+    assert "non_members" not in kept.extras and "donut <SEG>" in kept.text
+    assert len(kept.scores) == 5
+
+
 def test_bundled_default_leaves_single_target_answers_alone() -> None:
     model, _ = load_model("default")
     sample = generate_sample(0, "test", 0)  # "Can you find the spotted cup in this picture?"

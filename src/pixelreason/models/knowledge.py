@@ -123,19 +123,41 @@ SMALL_WORDS = frozenset({"a", "an", "the", "is", "are"})
 _WORD = re.compile(r"[a-z]+")
 _CLAUSE = r"(?P<fact>[^.?!,;]+)"
 _HERE = r"(?:\s+here|\s+in (?:the|this) (?:picture|image|photo|scene))?"
-#: The ways a query asks for the object that a fact holds for; the earliest match counts.
+#: The ways a query asks for the object that a fact holds for; the earliest match counts. A
+#: group `many` holds a plural subject ("all the things that are ..."), whose fact is put in
+#: the singular (`singular_fact`).
 _ASKED = (
     re.compile(r"\bwhat would you use (?P<use>to|for) " + _CLAUSE, re.I),
     re.compile(
-        r"\b(?:thing|object|something|item|one)s?" + _HERE + r"\s+(?:that|which)\s+" + _CLAUSE,
+        r"\b(?:every|some)?(?:thing|object|item|one)(?P<many>s)?"
+        + _HERE
+        + r"\s+(?:that|which)\s+"
+        + _CLAUSE,
         re.I,
     ),
-    re.compile(r"\b(?:what|which (?:object|thing|one))" + _HERE + r"\s+" + _CLAUSE, re.I),
+    re.compile(
+        r"\b(?:what|which (?:object|thing|one)(?P<many>s)?)" + _HERE + r"\s+" + _CLAUSE, re.I
+    ),
     re.compile(
         r"\b(?:one of the things in this (?:photo|picture|image)|only one of these things"
         r"|the answer)\s+" + _CLAUSE,
         re.I,
     ),
+)
+#: Words that state no fact by themselves ("Which one is it?").
+_EMPTY_WORDS = SMALL_WORDS | {"it", "they", "this", "that", "one", "here", "there"}
+#: Words before a verb that `singular_fact` leaves as they are.
+_ADVERBS = frozenset({"usually", "often", "always", "also", "never", "sometimes", "mostly"})
+#: Verbs whose singular is the same word.
+_MODALS = frozenset({"can", "could", "must", "will", "would", "should", "may", "might"})
+_IRREGULAR = {"are": "is", "have": "has", "do": "does", "were": "was"}
+_PRONOUNS = (
+    ("they are", "it is"),
+    ("they were", "it was"),
+    ("they", "it"),
+    ("their", "its"),
+    ("them", "it"),
+    ("themselves", "itself"),
 )
 #: Words of a clause about the asker, not the answer ("What here should I pick?").
 _ASKER = re.compile(r"\b(?:i|me|my|we|us|our)\b", re.I)
@@ -186,9 +208,37 @@ def asked_fact(query: str) -> str | None:
     fact = _ASKED_TAIL.sub("", match.group("fact")).strip()
     if index == 0:  # "what would you use to ..."
         fact = f"is used {match.group('use')} {fact}"
-    if not fact or _ASKER.search(fact):
+    if not fact or _ASKER.search(fact) or not set(_WORD.findall(fact.lower())) - _EMPTY_WORDS:
         return None
+    if match.groupdict().get("many"):
+        fact = singular_fact(fact)
     return fact
+
+
+def singular_fact(fact: str) -> str:
+    """A fact stated of several things, stated of one: its first verb in the singular and its
+    pronouns too ("fold up when they are not in use" -> "folds up when it is not in use";
+    "usually come in pairs" -> "usually comes in pairs"). The nouns after the verb stay ("are
+    baked into pies" -> "is baked into pies")."""
+    words = fact.split()
+    at = 0
+    while at < len(words) - 1 and words[at].lower() in _ADVERBS:
+        at += 1
+    verb, low = words[at], words[at].lower()
+    if low in _IRREGULAR:
+        verb = _IRREGULAR[low]
+    elif low in _MODALS:
+        pass
+    elif re.search(r"(?:s|sh|ch|x|z|o)$", low):
+        verb += "es"
+    elif re.search(r"[^aeiou]y$", low):
+        verb = verb[:-1] + "ies"
+    else:
+        verb += "s"
+    text = " ".join([*words[:at], verb, *words[at + 1 :]])
+    for many, one in _PRONOUNS:
+        text = re.sub(rf"\b{many}\b", one, text)
+    return text
 
 
 def fact_subject(start: str, labels: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,13 @@ from pixelreason.models.mask_names import (
     names_nothing,
     read_masks,
 )
-from pixelreason.models.members import MIN_PRESENCE, first_slot_texts, likeliest_run, new_targets
+from pixelreason.models.members import (
+    FACT_SPAN,
+    MIN_PRESENCE,
+    first_slot_texts,
+    likeliest_run,
+    new_targets,
+)
 from pixelreason.models.pixel_colours import FILE_NAME as PIXEL_COLOURS_FILE
 from pixelreason.models.pixel_colours import PixelColours
 from pixelreason.models.presence import (
@@ -232,6 +239,10 @@ class Edit:
     token: int | None
     check: str
     extras: dict[str, Any]
+
+
+#: A target as an answer names it: "the red apple <SEG>".
+_TARGET_PHRASE = re.compile(r"\bthe [^<]*?" + re.escape(SEG_TOKEN), re.I)
 
 
 @dataclass(frozen=True)
@@ -1042,7 +1053,56 @@ class PixelReasonModel(nn.Module):
                     (presence, probed("probe")),
                     batch,
                 )
+            if self.config.knowledge_ranking and knowledge and self.probe is not None:
+                queries = [turns[-1].user for turns in turns_list]
+                present = [[p >= presence for p in row] for row in probed("probe")]
+                self._drop_non_members(caches, queries, answers, present, knowledge, batch)
         return self._finish(caches, turns_list, answers, snap_scale, mask_names)
+
+    def _drop_non_members(
+        self,
+        caches: Sequence[ImageCache],
+        queries: Sequence[str],
+        answers: list[Answer],
+        present: Sequence[Sequence[bool]],
+        start: str,
+        prompts: PromptBatch,
+    ) -> None:
+        """Non-members dropped, in place: in each answer that grounds targets of two or more
+        classes, to a query that asks for no class by name and states a fact (`asked_fact`:
+        "everything that is made from milk"), the targets of a class whose statement of the
+        fact, after its text question (`_subject_scores`), is more than `FACT_SPAN` nats below
+        the likeliest statement of a class the probe finds (`present`) or the answer names.
+        The answer is written again from its kept targets' names ("I found the cheese wedge
+        <SEG> and the ice cream <SEG>.")."""
+        labels = self.config.probe_labels
+        for row, answer in enumerate(answers):
+            named = target_classes(answer.text, labels)
+            if len(set(named)) < 2 or None in named:
+                continue
+            fact = asked_fact(queries[row])
+            if fact is None or requested_class(queries[row], labels) is not None:
+                continue
+            phrases = list(_TARGET_PHRASE.finditer(answer.text))
+            if len(phrases) != len(named) or len(named) != len(answer.scores):
+                continue
+            shown = [k for k, found in enumerate(present[row]) if found]
+            classes = list(dict.fromkeys([*named, *shown]))
+            scores = self._subject_scores(caches[row], prompts, row, start, classes, fact)
+            scored = dict(zip(classes, scores, strict=True))
+            best = max(scored.values())
+            keep = [i for i, c in enumerate(named) if scored[c] >= best - FACT_SPAN]
+            if not keep or len(keep) == len(named):
+                continue
+            opening = answer.text[: phrases[0].start()]
+            text = opening + " and ".join(phrases[i].group(0) for i in keep) + "."
+            text = text[:1].upper() + text[1:]  # "The trash can <SEG>.", its opening gone
+            dropped = [labels[c][0] for i, c in enumerate(named) if i not in keep]
+            tokenizer = self.preprocessor.tokenizer
+            self._set_tokens(answer, tokenizer.encode(text, add_special_tokens=False))
+            answer.mask_logits = answer.mask_logits[keep]
+            answer.scores = answer.scores[keep]
+            answer.extras["non_members"] = {"fact": fact, "dropped": dropped}
 
     def _finish(
         self,
