@@ -22,6 +22,14 @@ Chosen on a development stream (700 test-stream samples of seed 21, not the test
 78 several-target samples the answer names exactly the target classes in 44 before and 53
 after, and none that was right goes wrong. A looser `MIN_PRESENCE` adds classes the probe
 imagines; a wider `GAP` adds real objects that are not members.
+
+The other way round, an answer may ground objects that are no members: asked "Which objects
+here grow on trees?", "The cherry <SEG> and the cherry <SEG> and the donut <SEG>.". Where the
+query states its fact (`knowledge.asked_fact`), each class the answer names is scored as the
+subject of the fact's statement after its text question, as the knowledge check's ranking part
+scores classes ("A donut grows on trees." after "What grows on trees?"), and the targets of a
+class more than `FACT_SPAN` nats below the likeliest class the probe finds go
+(`PixelReasonModel._drop_non_members`).
 """
 
 from __future__ import annotations
