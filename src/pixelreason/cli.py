@@ -341,8 +341,11 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         help="the knowledge check's ranking part (models with a knowledge start): an answer to "
         "a query that asks for no class by name and about no relation ('What here is squeezed "
         "to make lemonade?') follows the class of the image the LLM finds clearly likeliest "
-        "to start its statement (' A lemon') (default: the model's setting, on for the "
-        "bundled default)",
+        "to start its statement (' A lemon'), or, where the query states its fact, likeliest as "
+        "the subject of that statement after the text question ('What is squeezed to make "
+        "lemonade?'); a several-target answer to such a query also drops the classes whose "
+        "statement is far less likely (default: the model's setting, on for the bundled "
+        "default)",
     )
     parser.add_argument(
         "--knowledge-adapter",

@@ -94,7 +94,10 @@ class ModelConfig:
     #: The knowledge check's ranking part (needs `knowledge_start`): an answer grounding one
     #: class, to a query that asks for no class by name and about no relation ("What here is
     #: squeezed to make lemonade?"), follows the class of the image the LLM finds likeliest to
-    #: start its statement (" A lemon"), where that one is clearly likelier than the answer's.
+    #: start its statement (" A lemon"), where that one is clearly likelier than the answer's;
+    #: where the query states its fact, the likeliest as the subject of the fact's statement
+    #: after the text question ("What is squeezed to make lemonade?"), which also drops from a
+    #: several-target answer the classes whose statement is far less likely.
     knowledge_ranking: bool = False
     #: The knowledge check's bound statements and the ranking part's subjects read the model's
     #: knowledge adapter (`pixelreason.models.adapter`: a LoRA on the LLM trained on text,
