@@ -395,6 +395,29 @@ def test_ranking_scores_the_statement_of_the_asked_fact(default, monkeypatch):
     assert named_classes(bare.text, LABELS) == [_index("cherry")]
 
 
+def test_the_adapter_reads_the_image_once_and_scores_as_if_it_read_it_whole(default, monkeypatch):
+    """The knowledge adapter's states of the image's part of the prompt are kept with the
+    image beside the LLM's own, and the statements of an asked fact scored after them equal
+    those scored after the text question read whole."""
+    assert default._reads_adapter()
+    sample = generate_sample(1, "zeroshot", 105)  # "... cut into slices to share?"
+    cache = encode_image(default, sample.image)
+    answer = default.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    kept = [key for key in cache.prefix_states if key and key[0] == segmenter.KNOWING_KEY]
+    assert len(kept) == 1 and kept[0][1:] in cache.prefix_states  # beside the LLM's own
+    own = cache.prefix_states[kept[0][1:]]
+    adapted = cache.prefix_states[kept[0]]
+    assert not torch.equal(own[0][0], adapted[0][0])  # the adapter's states, not the LLM's
+    classes = [_index(name) for name in ("pizza slice", "cherry", "star")]
+    fact = "is cut into slices to share"
+    scored = default._subject_scores(cache, None, 0, " A", classes, fact)
+    monkeypatch.setattr(default, "reuse_states", False)
+    whole = default._subject_scores(cache, None, 0, " A", classes, fact)
+    assert scored == pytest.approx(whole, abs=1e-3)
+    assert max(range(3), key=scored.__getitem__) == 0  # the pizza slice
+    assert "knowledge_ranking" in answer.extras
+
+
 def test_cli_turns_the_ranking_off(tmp_path):
     sample = generate_sample(0, "zeroshot", 105)  # "... chases mice.": the cat
     image = tmp_path / "scene.png"

@@ -189,8 +189,9 @@ class ImageCache:
     features: torch.Tensor  # (1, N, D) backbone image features
     context: Any  # the head's own encoding (SAM embedding for LISA)
     #: The LLM's states of the prompt's start that depends on the image alone, by its token
-    #: ids, filled by the first question (`PixelReasonModel.answer_batch`).
-    prefix_states: dict[tuple[int, ...], PrefixStates] = field(default_factory=dict)
+    #: ids (the knowledge adapter's LLM's by `KNOWING_KEY` and those ids), filled by the first
+    #: question (`PixelReasonModel.answer_batch`).
+    prefix_states: dict[tuple[Any, ...], PrefixStates] = field(default_factory=dict)
     #: The image's RGB pixels for region snap (`pixelreason.models.snap.thumbnail`: at most
     #: 512 a side); None: its answers are not snapped.
     pixels: np.ndarray | None = None
@@ -241,6 +242,9 @@ class Edit:
     extras: dict[str, Any]
 
 
+#: First part of the key under which an image's cache keeps the knowledge adapter's states of
+#: the image's part of the prompt, beside the LLM's own (`ImageCache.prefix_states`).
+KNOWING_KEY = "knowledge adapter"
 #: A target as an answer names it: "the red apple <SEG>".
 _TARGET_PHRASE = re.compile(r"\bthe [^<]*?" + re.escape(SEG_TOKEN), re.I)
 
@@ -890,18 +894,8 @@ class PixelReasonModel(nn.Module):
         input_ids = input_ids.to(self.device)
         embeds = self.backbone.embed(input_ids, features)
         embeds = self.head.embed_prompt(input_ids, embeds, features, locations)
-        past = None
-        if shared:
-            key = tuple(prompts[0][:shared].tolist())
-            past = [cache.prefix_states.get(key) for cache in caches]
-            missing = [row for row, states in enumerate(past) if states is None]
-            if missing:  # read in one pass: these positions hold no padding
-                read = self.backbone.prefix_states(embeds[missing, :shared])
-                for row, states in zip(missing, read, strict=True):
-                    past[row] = states
-                    size = sum(t.numel() * t.element_size() for pair in states for t in pair)
-                    if size <= self.kept_states_bytes:
-                        caches[row].prefix_states[key] = states
+        key = tuple(prompts[0][:shared].tolist())
+        past = self._prefix_states(caches, key, embeds[:, :shared]) if shared else None
         batch = PromptBatch(embeds, attention, past, shared if past is not None else 0)
         options = {
             "max_new_tokens": max_new_tokens or self.config.max_new_tokens,
@@ -982,9 +976,19 @@ class PixelReasonModel(nn.Module):
             target_id = getattr(self.head, "token_ids", {}).get(SEG_TOKEN)
             statements = None
             # Bound statements and the ranking part read the knowledge adapter's LLM where
-            # the model has one (its states of the prompt are not those kept: it reads each
-            # prompt whole); the absence part's free statements read the LLM itself.
-            knowing_batch = PromptBatch(embeds, attention) if self._reads_adapter() else batch
+            # the model has one, from its own states of the image's part of the prompt (kept
+            # with the image beside the LLM's); the absence part's free statements read the
+            # LLM itself.
+            knowing_batch = batch
+            if self._reads_adapter():
+                known = (KNOWING_KEY, *key)
+                with self._knowing():
+                    knowing_past = (
+                        self._prefix_states(caches, known, embeds[:, :shared]) if shared else None
+                    )
+                knowing_batch = PromptBatch(
+                    embeds, attention, knowing_past, shared if shared else 0
+                )
 
             def state(rows: Sequence[int], **more: Any) -> list[Generation]:
                 index = torch.tensor(list(rows), device=embeds.device)
@@ -992,6 +996,7 @@ class PixelReasonModel(nn.Module):
                     return self.backbone.generate_batch(
                         embeds[index],
                         attention[index.to(attention.device)],
+                        past=knowing_batch.states(rows),
                         **{**options, **more},
                     )
 
@@ -1735,6 +1740,23 @@ class PixelReasonModel(nn.Module):
             answer.extras["mask_colour"] = {"rejected": answer.text, "changed": changed[::-1]}
             self._set_tokens(answer, ids)
 
+    def _prefix_states(
+        self, caches: Sequence[ImageCache], key: tuple[Any, ...], embeds: torch.Tensor
+    ) -> list[PrefixStates]:
+        """Per row, the LLM's states of the image's part of the prompt, `embeds` (B, shared, D):
+        those kept with the row's image under `key` where there are some, else read in one pass
+        (these positions hold no padding) and kept where they fit `kept_states_bytes`."""
+        past = [cache.prefix_states.get(key) for cache in caches]
+        missing = [row for row, states in enumerate(past) if states is None]
+        if missing:
+            read = self.backbone.prefix_states(embeds[missing])
+            for row, states in zip(missing, read, strict=True):
+                past[row] = states
+                size = sum(t.numel() * t.element_size() for pair in states for t in pair)
+                if size <= self.kept_states_bytes:
+                    caches[row].prefix_states[key] = states
+        return past  # type: ignore[return-value]
+
     def _image_prefix(self, prompts: Sequence[torch.Tensor]) -> int:
         """How many first positions of the prompts depend on their images alone, so that the
         LLM's states there can be kept with each image (`ImageCache.prefix_states`): those
@@ -2029,19 +2051,31 @@ class PixelReasonModel(nn.Module):
             torch.tensor(tokenizer.encode(text, add_special_tokens=False), device=self.device)
             for text in texts
         ]
-        if fact is None:
-            prompt, past = prompts.unread(row), prompts.prefix(row)
-        else:
-            prompt, past = self._question_prompt(cache, f"What {fact}?"), None
         with self._knowing():
+            if fact is None:
+                prompt, past = prompts.unread(row), prompts.prefix(row)
+            else:
+                prompt, past = self._question_prompt(cache, f"What {fact}?")
             return self.backbone.continuation_logprobs(prompt, subjects, past)
 
-    def _question_prompt(self, cache: ImageCache, question: str) -> torch.Tensor:
-        """The prompt (P, D) that asks `question` of the cached image, as the LLM reads it."""
-        ids = self.preprocessor.encode([Turn(question)], image=True).input_ids[None]
-        ids = ids.to(self.device)
-        embeds = self.backbone.embed(ids, cache.features)
-        return self.head.embed_prompt(ids, embeds, cache.features, [None])[0]
+    def _question_prompt(
+        self, cache: ImageCache, question: str
+    ) -> tuple[torch.Tensor, PrefixStates | None]:
+        """The prompt (P, D) that asks `question` of the cached image, as the LLM in place
+        reads it, after the states of its image's part kept with the image for that LLM
+        (`_prefix_states`; the knowledge adapter's under `KNOWING_KEY`), and those states
+        (None, and the prompt whole, where there are none)."""
+        ids = self.preprocessor.encode([Turn(question)], image=True).input_ids
+        shared = self._image_prefix([ids]) if self.reuse_states else 0
+        key = tuple(ids[:shared].tolist())
+        if self._reads_adapter():
+            key = (KNOWING_KEY, *key)
+        past = cache.prefix_states.get(key) if shared else None
+        ids = ids[None].to(self.device)
+        embeds = self.head.embed_prompt(
+            ids, self.backbone.embed(ids, cache.features), cache.features, [None]
+        )[0]
+        return (embeds, None) if past is None else (embeds[shared:], past)
 
     def _statement_candidates(
         self,
