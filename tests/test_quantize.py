@@ -1,7 +1,9 @@
-"""Int8 weights for the LLM (`--int8`): what changes, and that answers stay close."""
+"""Int8 weights for the LLM (`--int8`) and float16 decoding steps (half steps): what changes,
+and that answers stay close."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -15,7 +17,12 @@ from torch.ao.nn.quantized import dynamic
 from pixelreason.api import Segmenter
 from pixelreason.cli import main
 from pixelreason.errors import CheckpointError, InputError
-from pixelreason.models.quantize import quantize_language_model
+from pixelreason.models.quantize import (
+    STEP_ROWS,
+    HalfStepLinear,
+    half_steps,
+    quantize_language_model,
+)
 from pixelreason.models.segmenter import PixelReasonModel
 
 
@@ -79,3 +86,88 @@ def test_cli_segment_int8(trained_dir: Path, example_png: Path, tmp_path: Path, 
     assert main([*args, "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == ONE[1]
     assert len(json.loads((tmp_path / "out" / "result.json").read_text())["targets"]) == 1
+
+
+def _half_linear(rows_in: int = 64, rows_out: int = 48) -> tuple[nn.Linear, HalfStepLinear]:
+    torch.manual_seed(0)
+    plain = nn.Linear(rows_in, rows_out)
+    half = copy.deepcopy(plain)
+    half.__class__ = HalfStepLinear
+    return plain, half
+
+
+def test_half_steps_round_few_rows_only() -> None:
+    plain, half = _half_linear()
+    with torch.no_grad():
+        many = torch.randn(2, STEP_ROWS, 64)  # more rows than a step: float32 as before
+        assert torch.equal(half(many), plain(many))
+        few = torch.randn(2, 1, 64)
+        a, b = plain(few), half(few)
+    assert b.dtype == torch.float32 and not torch.equal(a, b)
+    assert torch.allclose(a, b, rtol=0, atol=2e-3 * a.abs().max().item())
+
+
+def test_half_steps_follow_the_weight_and_fall_back() -> None:
+    plain, half = _half_linear()
+    x = torch.randn(1, 64)
+    with torch.no_grad():
+        half(x)  # makes the copy
+        for layer in (plain, half):
+            layer.weight.mul_(-2.0)  # an in-place update, as an optimizer step makes
+        a, b = plain(x), half(x)
+        assert torch.allclose(a, b, atol=2e-3 * a.abs().max().item())
+        for layer in (plain, half):
+            layer.weight.mul_(1e4)  # the float16 product overflows: float32 instead
+        big = 100 * x
+        assert torch.equal(half(big), plain(big)) and torch.isfinite(half(big)).all()
+    x.requires_grad_(True)  # with gradients: float32, and they flow
+    out = half(x)
+    assert torch.equal(out, plain(x))
+    out.sum().backward()
+    assert half.weight.grad is not None
+
+
+def test_half_steps_change_the_llm_but_not_the_state_dict(trained_dir: Path, tmp_path: Path):
+    model = PixelReasonModel.from_pretrained(trained_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    language = model.backbone.model
+    layers = language.config.text_config.num_hidden_layers
+    assert half_steps(model) == 7 * layers
+    assert _linears(language.model.language_model) == 0
+    assert type(language.lm_head) is nn.Linear  # its scores pick the next token: float32
+    assert _linears(model.head) > 0
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    model.save_pretrained(tmp_path / "m")  # saves as a plain model
+    again = PixelReasonModel.from_pretrained(tmp_path / "m")
+    assert not any(isinstance(m, HalfStepLinear) for m in again.modules())
+
+
+def test_half_steps_are_on_by_default_on_the_cpu(trained_dir: Path) -> None:
+    def count(segmenter: Segmenter) -> int:
+        return sum(isinstance(m, HalfStepLinear) for m in segmenter.model.modules())
+
+    assert count(Segmenter.from_pretrained(trained_dir)) > 0
+    assert count(Segmenter.from_pretrained(trained_dir, half_steps=False)) == 0
+    assert count(Segmenter.from_pretrained(trained_dir, int8=True)) == 0
+
+
+@pytest.mark.parametrize("turn", [ONE, TWO])
+def test_half_step_answers_match_float32(trained_dir: Path, turn) -> None:
+    image = scene()[0]
+    results = []
+    for half in (False, True):
+        segmenter = Segmenter.from_pretrained(trained_dir, half_steps=half)
+        segmenter.set_image(image)
+        results.append(segmenter.segment(turn[0]))
+    full, half_result = results
+    assert half_result.text == full.text == turn[1]
+    for a, b in zip(full.masks, half_result.masks, strict=True):
+        union = np.logical_or(a, b).sum()
+        assert union > 0 and np.logical_and(a, b).sum() / union > 0.98
+
+
+def test_cli_segment_without_half_steps(trained_dir, example_png, tmp_path, capsys) -> None:
+    args = ["segment", str(example_png), ONE[0], "--model", str(trained_dir), "--no-half-steps"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == ONE[1]

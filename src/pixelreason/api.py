@@ -155,12 +155,17 @@ class Segmenter:
         method: str | None = None,
         device: str = "cpu",
         int8: bool = False,
+        half_steps: bool | None = None,
     ) -> Segmenter:
         """Load a model directory or bundled model name (see `pixelreason.registry`); with
         neither, the bundled default, or with `method` ("lisa", "pixellm", ...) that method's
         bundled model. `int8`: the LLM's linear layers in int8 (CPU only; faster decoding,
-        answers close to but not the same as float32's)."""
-        model, description = load_model(name_or_path, method=method, device=device, int8=int8)
+        answers close to but not the same as float32's). `half_steps`: decoding steps read
+        float16 copies of the LLM's weights (`pixelreason.models.quantize.half_steps`; None:
+        on where the model runs on the CPU without int8)."""
+        model, description = load_model(
+            name_or_path, method=method, device=device, int8=int8, half_steps=half_steps
+        )
         return cls(model, description)
 
     @property

@@ -429,6 +429,14 @@ def _int8_option(parser: argparse.ArgumentParser) -> None:
         help="the LLM's linear layers in int8 (CPU only): faster decoding on a CPU; answers are "
         "close to, not the same as, float32's (see the README's results)",
     )
+    parser.add_argument(
+        "--half-steps",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decoding steps multiply by float16 copies of the LLM's weights, for speed (on by "
+        "default on a CPU; prompts and the vocabulary head stay float32; --no-half-steps: "
+        "float32 throughout)",
+    )
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -469,7 +477,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     box = _parse_box(args.box)
     image = load_image(args.image)
     segmenter = Segmenter.from_pretrained(
-        args.model, method=args.method, device=args.device, int8=args.int8
+        args.model,
+        method=args.method,
+        device=args.device,
+        int8=args.int8,
+        half_steps=args.half_steps,
     )
     _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
@@ -521,7 +533,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)
     segmenter = Segmenter.from_pretrained(
-        args.model, method=args.method, device=args.device, int8=args.int8
+        args.model,
+        method=args.method,
+        device=args.device,
+        int8=args.int8,
+        half_steps=args.half_steps,
     )
     _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
@@ -585,7 +601,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split_dir = Path(args.data_dir) / args.split
     if not split_dir.is_dir():
         raise InputError(f"split folder not found: {split_dir}")
-    segmenter = Segmenter.from_pretrained(args.model, device=args.device, int8=args.int8)
+    segmenter = Segmenter.from_pretrained(
+        args.model, device=args.device, int8=args.int8, half_steps=args.half_steps
+    )
     _set_checks(segmenter.model, args)
     _note_model(segmenter.description)
     try:
@@ -631,7 +649,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")
     model, description = load_model(
-        args.model, method=args.method, device=args.device, int8=args.int8
+        args.model,
+        method=args.method,
+        device=args.device,
+        int8=args.int8,
+        half_steps=args.half_steps,
     )
     _set_checks(model, args)
     _note_model(description)

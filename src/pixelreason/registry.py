@@ -46,6 +46,7 @@ def load_model(
     method: str | None = None,
     device: str | torch.device = "cpu",
     int8: bool = False,
+    half_steps: bool | None = None,
 ) -> tuple[PixelReasonModel, str]:
     """Load a model and describe it in one line.
 
@@ -54,7 +55,9 @@ def load_model(
     bundled default model, or, if this installation has none yet, a random tiny model.
     `method` (e.g. "pixellm") alone picks that method's bundled model; with a model it
     checks that the model implements that method. `int8`: the LLM's linear layers in int8,
-    for inference on a CPU (`pixelreason.models.quantize`).
+    for inference on a CPU (`pixelreason.models.quantize`). `half_steps`: decoding steps
+    multiply by float16 copies of the LLM's weights (`quantize.half_steps`); None: on where
+    the model runs on the CPU without int8.
     """
     if name_or_path is None:
         name_or_path = model_for_method(method) if method else DEFAULT_MODEL
@@ -66,6 +69,10 @@ def load_model(
 
         quantize_language_model(model)
         description += " (int8 LLM)"
+    elif half_steps or (half_steps is None and torch.device(device).type == "cpu"):
+        from pixelreason.models.quantize import half_steps as make_half_steps
+
+        make_half_steps(model)
     return model, description
 
 
