@@ -162,7 +162,7 @@ class Segmenter:
         bundled model. `int8`: the LLM's linear layers in int8 (CPU only; faster decoding,
         answers close to but not the same as float32's). `half_steps`: decoding steps read
         float16 copies of the LLM's weights (`pixelreason.models.quantize.half_steps`; None:
-        on where the model runs on the CPU without int8)."""
+        on where the model runs on a CPU with AVX2 or better, without int8)."""
         model, description = load_model(
             name_or_path, method=method, device=device, int8=int8, half_steps=half_steps
         )

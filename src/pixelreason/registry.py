@@ -57,7 +57,8 @@ def load_model(
     checks that the model implements that method. `int8`: the LLM's linear layers in int8,
     for inference on a CPU (`pixelreason.models.quantize`). `half_steps`: decoding steps
     multiply by float16 copies of the LLM's weights (`quantize.half_steps`); None: on where
-    the model runs on the CPU without int8.
+    the model runs on a CPU with fast float16 products (`quantize.half_steps_pay`) without
+    int8.
     """
     if name_or_path is None:
         name_or_path = model_for_method(method) if method else DEFAULT_MODEL
@@ -70,9 +71,10 @@ def load_model(
         quantize_language_model(model)
         description += " (int8 LLM)"
     elif half_steps or (half_steps is None and torch.device(device).type == "cpu"):
-        from pixelreason.models.quantize import half_steps as make_half_steps
+        from pixelreason.models import quantize
 
-        make_half_steps(model)
+        if half_steps or quantize.half_steps_pay():
+            quantize.half_steps(model)
     return model, description
 
 
