@@ -52,12 +52,24 @@ class BannedSequences(LogitsProcessor):
     ) -> None:
         self.banned = [[list(seq) for seq in row if seq] for row in banned]
         self.written = [list(ids) for ids in written] if written else [[] for _ in banned]
+        # one-token sequences are banned at every step: their tokens, per row, once
+        self._always = [
+            torch.tensor(sorted({seq[0] for seq in row if len(seq) == 1}), dtype=torch.long)
+            for row in self.banned
+        ]
+        self._longer = [[seq for seq in row if len(seq) > 1] for row in self.banned]
+        self._reach = max((len(seq) - 1 for row in self._longer for seq in row), default=0)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if len(self.banned) != scores.shape[0]:
             raise ValueError(f"{len(self.banned)} ban lists for {scores.shape[0]} rows")
-        for row, sequences in enumerate(self.banned):
-            recent = self.written[row] + input_ids[row].tolist()
+        for row, sequences in enumerate(self._longer):
+            if len(self._always[row]):
+                scores[row, self._always[row].to(scores.device)] = -float("inf")
+            if not sequences:
+                continue
+            # only the newest tokens can start a banned sequence's completion
+            recent = self.written[row] + input_ids[row, -self._reach :].tolist()
             for seq in sequences:
                 if _ends_with(recent, seq[:-1]):
                     scores[row, seq[-1]] = -float("inf")
@@ -97,7 +109,11 @@ def named_classes(text: str, labels: Sequence[Sequence[str]]) -> list[int]:
     return [
         index
         for index, names in enumerate(labels)
-        if any(re.search(rf"\b{re.escape(name.lower())}\s*{marker}", lower) for name in names)
+        if any(
+            name.lower() in lower  # cheap first: most names are not in the text at all
+            and re.search(rf"\b{re.escape(name.lower())}\s*{marker}", lower)
+            for name in names
+        )
     ]
 
 
@@ -266,6 +282,7 @@ def _mentions(lower: str, labels: Sequence[Sequence[str]]) -> list[tuple[int, in
         (match.start(), match.end(), index)
         for index, names in enumerate(labels)
         for name in names
+        if name.lower() in lower  # cheap first: most names are not in the text at all
         for match in re.finditer(rf"\b{re.escape(name.lower())}\b", lower)
     ]
     inside = {a for a in found for b in found if a != b and b[0] <= a[0] and a[1] <= b[1]}
