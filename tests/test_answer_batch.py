@@ -17,6 +17,13 @@ from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 
 
+def _load(name: str) -> tuple[PixelReasonModel, str]:
+    """A model in float32 throughout: these tests compare two ways of computing the same
+    thing, and half steps (on by default on a CPU) round only calls on few rows, which
+    batching and kept states change."""
+    return load_model(name, half_steps=False)
+
+
 def _images() -> list[Image.Image]:
     image = scene()[0]
     noise = np.random.default_rng(1).integers(0, 255, (30, 50, 3), dtype=np.uint8)
@@ -45,7 +52,7 @@ CONVERSATIONS = [
 
 
 def test_random_model_batched_answers_equal_single_answers() -> None:
-    model, _ = load_model("random:tiny")
+    model, _ = _load("random:tiny")
     caches = _caches(model, _images())
     single = [
         model.answer(cache, turns) for cache, turns in zip(caches, CONVERSATIONS, strict=True)
@@ -58,7 +65,7 @@ def test_random_model_batched_answers_equal_single_answers() -> None:
 
 def test_batched_generation_returns_the_states_single_generation_returns() -> None:
     """The states the head reads masks from, not only the tokens, survive left padding."""
-    model, _ = load_model("random:tiny")
+    model, _ = _load("random:tiny")
     tokenizer = model.preprocessor.tokenizer
     options = {
         "max_new_tokens": 8,
@@ -95,7 +102,7 @@ def test_trained_model_batched_answers_equal_single_answers(trained_dir: Path) -
 
 
 def test_answer_batch_refuses_mismatched_lengths_and_right_padding() -> None:
-    model, _ = load_model("random:tiny")
+    model, _ = _load("random:tiny")
     cache = _caches(model, _images()[:1])[0]
     with pytest.raises(ValueError, match="2 images for 1"):
         model.answer_batch([cache, cache], CONVERSATIONS[:1])
@@ -137,7 +144,7 @@ def _padded_after_starts(
 
 def test_generation_from_prefix_states_equals_reading_the_whole_prompt() -> None:
     """Rows of different lengths, padded after a shared start whose states are given."""
-    model, _ = load_model("random:tiny")
+    model, _ = _load("random:tiny")
     backbone = model.backbone
     options = {"max_new_tokens": 8, "eos_token_id": 2, "pad_token_id": 0}
     starts = [torch.randn(1, 6, backbone.hidden_size) for _ in range(2)]
@@ -163,7 +170,7 @@ def test_generation_from_prefix_states_equals_reading_the_whole_prompt() -> None
 def test_passes_after_prefix_states_equal_reading_the_whole_prompt() -> None:
     """The teacher-forced pass and the continuation scorer, given a shared start's states,
     read only what follows it and give what reading everything gives."""
-    model, _ = load_model("random:tiny")
+    model, _ = _load("random:tiny")
     backbone = model.backbone
     starts = torch.randn(2, 6, backbone.hidden_size)
     ends = torch.randn(2, 4, backbone.hidden_size)
@@ -196,7 +203,7 @@ def test_answers_from_kept_image_states_equal_answers_without(
 ) -> None:
     """The image's part of the prompt is read once and kept with its cache; answers are
     those of reading every prompt whole."""
-    model, _ = load_model(name)
+    model, _ = _load(name)
     caches = _caches(model, _images())
     first = model.answer_batch(caches, CONVERSATIONS)
     assert all(len(cache.prefix_states) == 1 for cache in caches)
@@ -219,7 +226,7 @@ def test_answers_from_kept_image_states_equal_answers_without(
 
 
 def test_image_prefix_stops_where_prompts_differ_or_a_placeholder_comes_first() -> None:
-    model, _ = load_model("random:tiny-pixelllm")
+    model, _ = _load("random:tiny-pixelllm")
     image = model.backbone.image_token_id
     location = model.head.token_ids["<LOC>"]
     prompt = torch.tensor([1, 5, image, image, location, 9, 10])
@@ -231,7 +238,7 @@ def test_image_prefix_stops_where_prompts_differ_or_a_placeholder_comes_first() 
 
 
 def test_rows_with_forced_starts_of_different_lengths_equal_each_forced_alone() -> None:
-    model, _ = load_model("random:tiny")
+    model, _ = _load("random:tiny")
     backbone = model.backbone
     options = {"max_new_tokens": 5, "eos_token_id": 10**6, "pad_token_id": 0}
     starts = [torch.randn(1, 4, backbone.hidden_size) for _ in range(3)]
@@ -261,7 +268,7 @@ def test_checks_from_kept_prompt_states_answer_as_reading_every_prompt_whole() -
     """The bundled default's checks (colour, presence, knowledge, request, group members, the
     ranking part) start their passes and decodings from the answer's prompt states, here in
     one padded batch: the same answers as reading every prompt whole."""
-    model, _ = load_model("default")
+    model, _ = _load("default")
     samples = [generate_sample(0, "val", i) for i in (0, 1, 2, 13, 78)]
     samples += [generate_sample(0, "zeroshot", i) for i in (105, 113)]
     images = [sample.image for sample in samples]
@@ -287,7 +294,7 @@ def test_checks_from_kept_prompt_states_answer_as_reading_every_prompt_whole() -
 def test_the_cache_goes_by_this_transformers_name() -> None:
     """transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes
     in 5.40): every pass that hands the LLM a cache uses the name this version takes."""
-    model, _ = load_model("random:tiny")
+    model, _ = _load("random:tiny")
     backbone = model.backbone
     options = {"max_new_tokens": 3, "eos_token_id": 2, "pad_token_id": 0}
     starts, ends = torch.randn(2, 6, backbone.hidden_size), torch.randn(2, 4, backbone.hidden_size)
