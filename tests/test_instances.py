@@ -17,6 +17,7 @@ from pixelreason.models.instances import (
     take_regions,
     target_classes,
 )
+from pixelreason.models.segmenter import Answer
 from pixelreason.prompting import Turn
 from pixelreason.registry import load_model
 
@@ -248,3 +249,43 @@ def test_bundled_default_instances_come_from_the_snapped_instance_answer() -> No
     assert score(answer) > 0.95
     plain = model.answer_batch([cache], turns, snap_scale=0.0)[0]
     assert len(plain.scores) == 4 and score(plain) < 0.5
+
+
+def _answer(model, text: str, masks: list[np.ndarray]) -> Answer:
+    ids = model.preprocessor.tokenizer.encode(text, add_special_tokens=False)
+    return Answer(text, torch.tensor(ids), _logits(*masks), torch.full((len(masks),), 0.9))
+
+
+def test_repeated_targets_of_a_several_class_answer_are_one_target():
+    model, _ = load_model("default")
+    assert model.config.instance_overlap > 0
+    glass, cup = _blobs(A, size=64), _blobs(B, size=64)
+    other = _blobs((40, 40, 50, 50), size=64)
+    text = "The wine glass <SEG> and the wine glass <SEG> and the blue cup <SEG>."
+    answer = _answer(model, text, [glass, glass, cup])
+    model._drop_repeats([answer])
+    assert answer.text == "The wine glass <SEG> and the blue cup <SEG>."
+    assert len(answer.scores) == 2 and answer.extras["repeats_dropped"] == ["wine glass"]
+    assert np.array_equal(answer.mask_logits.numpy() > 0, np.stack([glass, cup]))
+    kept = [  # one class only; separate objects; other words; the setting off
+        _answer(model, "The lemon <SEG> and the lemon <SEG>.", [glass, glass]),
+        _answer(model, text, [glass, other, cup]),
+        _answer(
+            model, "The red cup <SEG> and the blue cup <SEG> and the key <SEG>.", [cup, cup, glass]
+        ),
+    ]
+    model._drop_repeats(kept)
+    model.config.instance_overlap = 0.0
+    off = _answer(model, text, [glass, glass, cup])
+    model._drop_repeats([off])
+    for answer, count in zip([*kept, off], (2, 3, 3, 3), strict=True):
+        assert len(answer.scores) == count and "repeats_dropped" not in answer.extras
+
+
+def test_bundled_default_names_a_wine_glass_once():
+    model, _ = load_model("default")
+    sample = generate_sample(23, "test", 454)  # one wine glass and a blue cup
+    cache = model.encode_image(model.preprocessor.prepare_image(sample.image))
+    answer = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert answer.text == "The wine glass <SEG> and the blue cup <SEG>."
+    assert answer.extras["repeats_dropped"] == ["wine glass"] and len(answer.scores) == 2
