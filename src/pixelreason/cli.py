@@ -434,8 +434,8 @@ def _int8_option(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="decoding steps multiply by float16 copies of the LLM's weights, for speed (on by "
-        "default on a CPU; prompts and the vocabulary head stay float32; --no-half-steps: "
-        "float32 throughout)",
+        "default on a CPU with AVX2 or better; prompts and the vocabulary head stay float32; "
+        "--no-half-steps: float32 throughout)",
     )
 
 

@@ -70,10 +70,12 @@ def load_model(
 
         quantize_language_model(model)
         description += " (int8 LLM)"
-    elif half_steps or (half_steps is None and torch.device(device).type == "cpu"):
+    else:
         from pixelreason.models import quantize
 
-        if half_steps or quantize.half_steps_pay():
+        if half_steps is None:
+            half_steps = torch.device(device).type == "cpu" and quantize.half_steps_pay()
+        if half_steps:
             quantize.half_steps(model)
     return model, description
 

@@ -246,11 +246,11 @@ class Edit:
 #: First part of the key under which an image's cache keeps the knowledge adapter's states of
 #: the image's part of the prompt, beside the LLM's own (`ImageCache.prefix_states`).
 KNOWING_KEY = "knowledge adapter"
-#: A target as an answer names it: "the red apple <SEG>".
 #: IoU at which two final masks of one answer, named in the same words, are one target
 #: (`PixelReasonModel._drop_repeats`). At 0.5, the instance split's repeats, one development
 #: answer lost a potted plant whose mask half covered another.
 REPEAT_OVERLAP = 0.9
+#: A target as an answer names it: "the red apple <SEG>".
 _TARGET_PHRASE = re.compile(r"\bthe [^<]*?" + re.escape(SEG_TOKEN), re.I)
 
 
@@ -1126,7 +1126,7 @@ class PixelReasonModel(nn.Module):
         `REPEAT_OVERLAP`: one region, left so by the instance split and the instance question)
         are one target, the first; the answer is written again from the kept targets' words.
         On with the instance split (`instance_overlap` > 0). On the seed-23 stream's 300
-        several-target queries, every such repeat (16) was one object named twice. An answer
+        several-target queries, every such repeat (16 answers) was one object named twice. An answer
         of one class is left alone: there a repeat was as often two touching objects (two
         lemons) as one (10 and 8); so are targets in other words ("the blue potted plant"
         and "the red potted plant"), which the LLM tells apart."""
