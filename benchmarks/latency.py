@@ -5,6 +5,7 @@
     python benchmarks/latency.py --world 100 --compare-reuse   # with and without reuse
     python benchmarks/latency.py --world 100 --compare-knowledge   # knowledge check off / on
     python benchmarks/latency.py --world 100 --compare-int8   # float32 LLM / int8 LLM
+    python benchmarks/latency.py --world 100 --compare-half-steps   # float32 / float16 steps
 
 Cold = set_image + segment (both vision encoders + generation + masks); cached = segment on
 an image already set. Prints a table; timings are medians over --runs of one query on one
@@ -50,6 +51,18 @@ def main() -> None:
         action="store_true",
         help="time each query on the model with a float32 LLM and on a copy with an int8 one "
         "(`--int8`), interleaved",
+    )
+    parser.add_argument(
+        "--half-steps",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="float16 decoding steps (default: the loader's choice, on for a CPU with AVX2)",
+    )
+    parser.add_argument(
+        "--compare-half-steps",
+        action="store_true",
+        help="time each query on the model with float32 decoding steps and on a copy with "
+        "half steps (`pixelreason.models.quantize.half_steps`), interleaved",
     )
     parser.add_argument(
         "--compare-reuse",
@@ -145,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    segmenter = Segmenter.from_pretrained(args.model, int8=args.int8)
+    segmenter = Segmenter.from_pretrained(args.model, int8=args.int8, half_steps=args.half_steps)
     checks = ("presence_threshold", "colour_threshold", "request_threshold", "knowledge_start")
     for check in (*checks, "instance_question", "snap_scale"):
         if getattr(args, check) is not None:
@@ -158,13 +171,19 @@ def main() -> None:
     segmenter.set_image(cases[0][0])
     segmenter.segment(cases[0][1])  # warm-up
     model = segmenter.model
-    if args.compare_int8:
-        small = Segmenter.from_pretrained(args.model, int8=True)
-        small.model.config = model.config  # the same checks
-        small.set_image(cases[0][0])
-        small.segment(cases[0][1])
-        compare(lambda on: small if on else segmenter, cases, "int8")
-        return
+    for flag, name, options in (
+        ("compare_int8", "int8", {"int8": True}),
+        ("compare_half_steps", "half steps", {"half_steps": True}),
+    ):
+        if getattr(args, flag):
+            full = Segmenter.from_pretrained(args.model, half_steps=False)
+            small = Segmenter.from_pretrained(args.model, **options)
+            for other in (full, small):
+                other.model.config = model.config  # the same checks
+                other.set_image(cases[0][0])
+                other.segment(cases[0][1])
+            compare(lambda on, a=small, b=full: a if on else b, cases, name)
+            return
     if args.compare_reuse:
 
         def reuse(on: bool) -> None:
