@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from pixelreason.api import encode_image
 from pixelreason.data.world.samples import generate_sample
+from pixelreason.eval.metrics import hungarian_multi_target_iou
 from pixelreason.models.instances import (
     OUTSIDE_LOGIT,
     duplicate_groups,
@@ -230,8 +232,6 @@ def test_bundled_default_instances_come_from_the_snapped_instance_answer() -> No
     """A fresh-stream query (seed 23): "Which objects here are baked into pies?" of two
     cherries. The instance answer's union, region-snapped, falls apart into the two cherries
     (multi-target IoU 1.0 in the eval); as it is, into pieces that become four targets."""
-    from pixelreason.api import encode_image
-    from pixelreason.eval.metrics import hungarian_multi_target_iou
 
     model, _ = load_model("default")
     sample = generate_sample(23, "test", 230)
@@ -289,3 +289,60 @@ def test_bundled_default_names_a_wine_glass_once():
     answer = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
     assert answer.text == "The wine glass <SEG> and the blue cup <SEG>."
     assert answer.extras["repeats_dropped"] == ["wine glass"] and len(answer.scores) == 2
+
+
+def _cells(model, reads: dict[tuple[int, int], str], grid: int = 4) -> torch.Tensor:
+    """(1, C, grid, grid) probe cells: each listed cell reads its class, the rest background."""
+    labels = model.config.probe_labels
+    cells = torch.zeros(1, len(labels) + 1, grid, grid)
+    cells[0, 0] = 1.0
+    for (y, x), name in reads.items():
+        index = next(k for k, label in enumerate(labels) if label[0] == name)
+        cells[0, :, y, x] = 0.0
+        cells[0, index + 1, y, x] = 1.0
+    return cells
+
+
+def test_targets_whose_class_the_probe_does_not_read_are_dropped():
+    """Four targets on four 16-pixel cells; the probe reads a balloon under "the green apple",
+    so that target goes and the answer is written again; with three targets of which two are
+    unseen, only the least read goes (two stay); two targets are left alone."""
+    model, _ = load_model("default")
+    corners = [(0, 0), (0, 3), (3, 3), (3, 0)]
+    masks = [
+        _blobs((16 * y + 2, 16 * x + 2, 16 * y + 14, 16 * x + 14), size=64) for y, x in corners
+    ]
+    cells = _cells(model, dict(zip(corners, ["apple", "balloon", "cup", "key"], strict=True)))
+    text = "The red apple <SEG> and the green apple <SEG> and the blue cup <SEG> and the key <SEG>."
+    answer = _answer(model, text, masks)
+    model._drop_unseen([answer], cells)
+    assert answer.text == "The red apple <SEG> and the blue cup <SEG> and the key <SEG>."
+    assert answer.extras["unseen_dropped"] == ["apple"]
+    assert np.array_equal(answer.mask_logits.numpy() > 0, np.stack([masks[0], *masks[2:]]))
+    # the cup's cell reads 3% cup, 97% key: unseen too, but it is read more than the apple
+    cup, key = (
+        next(k for k, label in enumerate(model.config.probe_labels) if label[0] == name) + 1
+        for name in ("cup", "key")
+    )
+    cells[0, cup, 3, 3], cells[0, key, 3, 3] = 0.03, 0.97
+    three = _answer(model, "The apple <SEG> and the cup <SEG> and the key <SEG>.", masks[1:])
+    model._drop_unseen([three], cells)
+    assert three.text == "The cup <SEG> and the key <SEG>." and three.extras["unseen_dropped"] == [
+        "apple"
+    ]
+    two = _answer(model, "The apple <SEG> and the cup <SEG>.", masks[1:3])
+    model._drop_unseen([two], cells)
+    assert len(two.scores) == 2 and "unseen_dropped" not in two.extras
+
+
+def test_bundled_default_drops_a_fish_that_is_not_there():
+    """ "Find every fish in this picture." (seed 23): the LLM lists a third, yellow fish whose
+    mask the probe does not read as a fish; it goes, and two fish masks remain, each a fish."""
+    model, _ = load_model("default")
+    sample = generate_sample(23, "test", 142)
+    answer = model.answer_batch([encode_image(model, sample.image)], [[Turn(sample.texts[0])]])[0]
+    assert answer.extras["unseen_dropped"] == ["fish"]
+    assert answer.text == "I found the orange fish <SEG> and the blue fish <SEG>."
+    masks = answer.mask_logits.numpy() > 0
+    targets = [t.astype(np.uint8) for t in sample.target_masks]
+    assert len(targets) == 2 and hungarian_multi_target_iou(list(masks), targets) > 0.7
