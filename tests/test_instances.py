@@ -346,3 +346,26 @@ def test_bundled_default_drops_a_fish_that_is_not_there():
     masks = answer.mask_logits.numpy() > 0
     targets = [t.astype(np.uint8) for t in sample.target_masks]
     assert len(targets) == 2 and hungarian_multi_target_iou(list(masks), targets) > 0.7
+
+
+def test_bundled_default_answers_a_plural_request_with_the_class_instances():
+    """ "Segment all the carrots." (development stream, seed 21): the LLM answers with two
+    umbrellas; as a plural request the answer becomes the instance question's regions, each
+    a carrot, and they cover the four carrots; with plural requests off, the umbrellas stay."""
+    model, _ = load_model("default")
+    assert model.config.plural_requests
+    sample = generate_sample(21, "test", 530)
+    assert sample.texts[0] == "Segment all the carrots."
+    cache = encode_image(model, sample.image)
+    answer = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    assert "umbrella" in answer.extras["plural_request"]["rejected"]
+    assert answer.text.startswith("The carrot <SEG> and the carrot <SEG>")
+    masks = list(answer.mask_logits.numpy() > 0)
+    targets = [t.astype(np.uint8) for t in sample.target_masks]
+    assert len(targets) == 4 and hungarian_multi_target_iou(masks, targets) > 0.6
+    model.config.plural_requests = False
+    try:
+        plain = model.answer_batch([cache], [[Turn(sample.texts[0])]])[0]
+    finally:
+        model.config.plural_requests = True
+    assert "plural_request" not in plain.extras and "umbrella" in plain.text

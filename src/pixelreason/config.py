@@ -137,6 +137,12 @@ class ModelConfig:
     #: pixels read it, the answer becomes the instance question's region whose pixels read
     #: the asked colour, where one does.
     colour_requests: bool = False
+    #: Plural requests at inference (needs the probe's labels and the instance question):
+    #: where the query asks for a class in the plural by name ("Where are the leaves?") and the
+    #: answer grounds fewer than two targets of it ("... the potato <SEG> and the broccoli
+    #: <SEG>."), the answer becomes the instance question's regions, one target each ("The leaf
+    #: <SEG> and the leaf <SEG>.", which mask names then colour).
+    plural_requests: bool = False
     #: Group members at inference (`pixelreason.models.members`; needs the probe and the
     #: instance question): an answer that grounds two or more targets also grounds the
     #: classes the LLM finds about as likely to start it ("Where are the kitchen items?":
