@@ -1407,12 +1407,8 @@ class PixelReasonModel(nn.Module):
             if found is None:
                 continue
             index, logits, score, asked = found
-            ids = self.preprocessor.tokenizer.encode(
-                f"It is the {self.config.probe_labels[index][0]} {SEG_TOKEN}.",
-                add_special_tokens=False,
-            )
-            answer = Answer("", torch.tensor(ids), logits[None], torch.tensor([score]))
-            self._set_tokens(answer, ids)
+            text = f"It is the {self.config.probe_labels[index][0]} {SEG_TOKEN}."
+            answer = self._written(text, logits[None], torch.tensor([score]))
             answer.extras["relation"] = asked
             resolved[row] = answer
         rest = [row for row in range(len(caches)) if row not in resolved]
@@ -1620,7 +1616,6 @@ class PixelReasonModel(nn.Module):
         _, replies = self._ask_instance_question(
             [caches[row] for row, _ in asks], [r.label for _, r in asks], question, settings
         )
-        tokenizer = self.preprocessor.tokenizer
         for (row, request), reply in zip(asks, replies, strict=True):
             if not len(reply.scores):
                 continue
@@ -1633,9 +1628,7 @@ class PixelReasonModel(nn.Module):
             name = labels[request.label][0]
             text = " and ".join([f"the {name} {SEG_TOKEN}"] * len(masks)) + "."
             text = text[:1].upper() + text[1:]
-            ids = tokenizer.encode(text, add_special_tokens=False)
-            new = Answer("", torch.tensor(ids), masks, reply.scores.mean().repeat(len(masks)))
-            self._set_tokens(new, ids)
+            new = self._written(text, masks, reply.scores.mean().repeat(len(masks)))
             new.extras["plural_request"] = {"rejected": answers[row].text, "regions": len(masks)}
             answers[row] = new
 
@@ -1687,7 +1680,6 @@ class PixelReasonModel(nn.Module):
             question,
             {**settings, "knowledge_start": ""},
         )
-        tokenizer = self.preprocessor.tokenizer
         for (row, request), reply in zip(asks, replies, strict=True):
             if not len(reply.scores):
                 continue
@@ -1710,9 +1702,7 @@ class PixelReasonModel(nn.Module):
                 text, masks, scores = refusal(request, labels), logits[None][:0], reply.scores[:0]
             else:
                 continue
-            ids = tokenizer.encode(text, add_special_tokens=False)
-            found = Answer("", torch.tensor(ids), masks, scores)
-            self._set_tokens(found, ids)
+            found = self._written(text, masks, scores)
             found.extras["colour_request"] = {
                 "rejected": answers[row].text,
                 "question": instance_question(question, labels[request.label]),
@@ -1785,6 +1775,14 @@ class PixelReasonModel(nn.Module):
         answer.mask_logits = torch.cat([logits[:at], spare.to(logits.dtype), logits[at:]])
         score = answer.scores[list(group)].mean().reshape(1).expand(len(spare))
         answer.scores = torch.cat([answer.scores[:at], score, answer.scores[at:]])
+
+    def _written(self, text: str, mask_logits: torch.Tensor, scores: torch.Tensor) -> Answer:
+        """An answer the model is given rather than decodes: `text`'s tokens, with the masks'
+        logits (N, H, W) and scores (N,) of its N targets."""
+        ids = self.preprocessor.tokenizer.encode(text, add_special_tokens=False)
+        answer = Answer("", torch.tensor(ids), mask_logits, scores)
+        self._set_tokens(answer, ids)
+        return answer
 
     def _set_tokens(self, answer: Answer, ids: Sequence[int] | torch.Tensor) -> None:
         """Give `answer` new token ids and the text they show (`raw_text` where it differs)."""
