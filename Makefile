@@ -40,6 +40,7 @@ DEFAULT_STAGES := default default-gpu default-stage3 vision-refit default-stage5
 default-model: setup
 	$(BIN)/pixelreason train $(DEFAULT_STAGES:%=recipes/%.yaml)
 	$(BIN)/pixelreason fit-colours runs/default-presence/model --scenes 2000
+	$(BIN)/pixelreason fit-object-cuts runs/default-presence/model --steps 3000
 	$(BIN)/pixelreason train recipes/default-knowledge.yaml
 	rm -rf runs/default-presence/model/knowledge_adapter
 	cp -r runs/default-knowledge/model runs/default-presence/model/knowledge_adapter

@@ -127,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     colours.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
 
+    cuts = commands.add_parser(
+        "fit-object-cuts",
+        help="train a model's object cuts on ReasonWorld scenes (touching objects told apart)",
+        description="Train the object-cut network (pixelreason.models.objects) on fresh "
+        "ReasonWorld scenes to find the pixels where two objects touch, and write it beside "
+        "MODEL_DIR's weights (object_cuts.safetensors, with object_cuts-history.json) with "
+        "object_cuts on: several-target answers then part touching objects of one class, and "
+        "a single target's mask drops a touching object of another class. About 0.8 s a "
+        "step on a 2-core CPU.",
+    )
+    cuts.add_argument("model_dir", help="a model directory")
+    cuts.add_argument("--steps", type=int, default=3000, help="steps (default: %(default)s)")
+    cuts.add_argument("--batch", type=int, default=16, help="scenes a step (default: %(default)s)")
+    cuts.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
+
     world = commands.add_parser(
         "world",
         help="export ReasonWorld splits in the ReasonSeg or MUSE format",
@@ -307,6 +322,16 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "(default: the model's setting, on for the bundled default)",
     )
     parser.add_argument(
+        "--object-cuts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="object cuts (models with them, written by `pixelreason fit-object-cuts`): "
+        "touching objects of one class become separate targets where an answer needs more "
+        "regions than its class's mask has, and a single target's mask drops a touching "
+        "object whose pixels read as another class (default: the model's setting, on for "
+        "the bundled default)",
+    )
+    parser.add_argument(
         "--colour-pixels",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -416,6 +441,12 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
                 "--colour-pixels needs a model with pixel colours (`pixelreason fit-colours`)"
             )
         model.config.colour_pixels = args.colour_pixels
+    if args.object_cuts is not None:
+        if args.object_cuts and model.cut_net is None:
+            raise InputError(
+                "--object-cuts needs a model with object cuts (`pixelreason fit-object-cuts`)"
+            )
+        model.config.object_cuts = args.object_cuts
     if args.snap_scale is not None:
         if not 0 <= args.snap_scale <= 1e5:
             raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")
@@ -690,6 +721,28 @@ def cmd_fit_colours(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_object_cuts(args: argparse.Namespace) -> int:
+    from pixelreason.config import ModelConfig
+    from pixelreason.errors import InputError
+    from pixelreason.models.objects import fit_world, save_history
+
+    if not 1 <= args.steps <= 1_000_000 or not 1 <= args.batch <= 4096:
+        raise InputError(f"--steps and --batch must be positive, got {args.steps}, {args.batch}")
+    config = ModelConfig.load(args.model_dir)
+    model, history = fit_world(args.steps, batch=args.batch, seed=args.seed)
+    # the weights first: a config that sets object_cuts is never left without them
+    model.save(args.model_dir)
+    save_history(args.model_dir, history)
+    config.object_cuts = True
+    config.save(args.model_dir)
+    last = history[-1]
+    print(
+        f"trained {args.steps} steps: band precision {last['precision']:.3f}, recall "
+        f"{last['recall']:.3f} on 64 held-out scenes; object_cuts on in {args.model_dir}"
+    )
+    return 0
+
+
 def cmd_world(args: argparse.Namespace) -> int:
     from pixelreason.data.world.export import main as export_main
 
@@ -714,6 +767,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "world": cmd_world,
     "fit-colours": cmd_fit_colours,
+    "fit-object-cuts": cmd_fit_object_cuts,
     "serve": cmd_serve,
 }
 

@@ -131,6 +131,12 @@ class ModelConfig:
     #: each mask (`pixelreason.models.pixel_colours`, counts kept beside the weights and written
     #: by `pixelreason fit-colours`) rather than off the colour probe's 8 x 8 cells.
     colour_pixels: bool = False
+    #: Object cuts at inference (`pixelreason.models.objects`, a network kept beside the
+    #: weights and written by `pixelreason fit-object-cuts`): the instance split and the
+    #: instance question part touching objects of one class where a class's mask has fewer
+    #: regions than the answer has targets of it, and a single target's mask (with
+    #: `colour_pixels`) drops the touching pieces whose pixels read as another class.
+    object_cuts: bool = False
     #: Colour requests at inference (needs `colour_pixels` and the instance question): where
     #: the query asks for one "COLOUR CATEGORY" by name ("Segment the white sock.") and the
     #: answer refuses it or grounds another object, or the class in another colour as the

@@ -24,6 +24,7 @@ import torch
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from pixelreason.models.objects import needed_regions
 from pixelreason.tokens import SEG_TOKEN
 
 #: Logit given to a split mask outside its own region (sigmoid(-8) ~ 3e-4).
@@ -70,7 +71,7 @@ def regions_of(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def split_duplicates(
-    logits: torch.Tensor, overlap: float, min_share: float = 0.1
+    logits: torch.Tensor, overlap: float, min_share: float = 0.1, cuts: np.ndarray | None = None
 ) -> tuple[torch.Tensor, list[Split]]:
     """Split each group of repeated masks (IoU >= `overlap`) into the regions of its union.
 
@@ -84,6 +85,8 @@ def split_duplicates(
         logits: (n, H, W) mask logits of one answer.
         overlap: IoU at which two masks count as repeats; 0 turns the split off.
         min_share: regions smaller than this share of the union's largest are not matched.
+        cuts: (H, W) bool object cuts (`pixelreason.models.objects`): a union of one region
+            is cut into its objects.
 
     Returns:
         the new logits (a copy where anything was split) and the groups split.
@@ -93,7 +96,7 @@ def split_duplicates(
     masks = (logits > 0).cpu().numpy()
     out, splits = logits, []
     for group in duplicate_groups(masks, overlap):
-        regions = regions_of(masks[group].any(axis=0))
+        regions = needed_regions(masks[group].any(axis=0), cuts, 2, min_share)
         sizes = [int(region.sum()) for region in regions]
         major = sum(size >= min_share * sizes[0] for size in sizes)  # largest first
         if major < 2:
@@ -145,6 +148,7 @@ def take_regions(
     found: torch.Tensor,
     min_share: float = MIN_SHARE,
     spare: bool = False,
+    cuts: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor]:
     """Give the masks of `group` the regions of another mask of the same class's instances.
 
@@ -161,6 +165,8 @@ def take_regions(
         found: (H, W) logits of the class's instances, at the same size.
         min_share: smaller regions are specks and are dropped.
         spare: regions beyond the group's masks become masks of their own, not parts of one.
+        cuts: (H, W) bool object cuts (`pixelreason.models.objects`): where `found` has fewer
+            regions than the group has masks, it is cut into its objects.
 
     Returns:
         the new logits (a copy where anything changed), the kept regions' pixel counts,
@@ -168,7 +174,7 @@ def take_regions(
         logits of the spare regions' masks (k = 0 without `spare`).
     """
     none = logits.new_zeros((0, *logits.shape[1:]))
-    regions = regions_of((found > 0).cpu().numpy())
+    regions = needed_regions((found > 0).cpu().numpy(), cuts, len(group), min_share)
     if not regions:
         return logits, (), none
     sizes = [int(region.sum()) for region in regions]

@@ -75,8 +75,10 @@ from pixelreason.models.members import (
     likeliest_run,
     new_targets,
 )
+from pixelreason.models.objects import FILE_NAME as OBJECT_CUTS_FILE
+from pixelreason.models.objects import ObjectCuts, foreign_pieces
 from pixelreason.models.pixel_colours import FILE_NAME as PIXEL_COLOURS_FILE
-from pixelreason.models.pixel_colours import PixelColours
+from pixelreason.models.pixel_colours import PixelColours, colour_bins
 from pixelreason.models.presence import (
     NOTHING_FOUND,
     Request,
@@ -198,6 +200,19 @@ class ImageCache:
     pixels: np.ndarray | None = None
     #: The image's snap regions by Felzenszwalb scale, filled by the first question that asks.
     regions: dict[float, np.ndarray] = field(default_factory=dict)
+    #: The image's object cuts ((h, w) bool at `pixels`' size, `pixelreason.models.objects`),
+    #: filled by the first question that needs them.
+    cuts: np.ndarray | None = None
+
+
+def _resized(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """A (h, w) array at (H, W) `shape`, by nearest neighbour (itself where they agree)."""
+    height, width = int(shape[0]), int(shape[1])
+    if array.shape == (height, width):
+        return array
+    rows = np.minimum((np.arange(height) * array.shape[0]) // height, array.shape[0] - 1)
+    cols = np.minimum((np.arange(width) * array.shape[1]) // width, array.shape[1] - 1)
+    return array[rows[:, None], cols[None, :]]
 
 
 #: `Answer.extras` keys of the inference checks, in the order they run.
@@ -358,6 +373,9 @@ class PixelReasonModel(nn.Module):
             )
         #: The pixel colour reader (`colour_pixels`), loaded beside the weights.
         self.pixel_colours: PixelColours | None = None
+        #: The object-cut network (`object_cuts`), loaded beside the weights; kept in a list,
+        #: so that it is not a submodule and not in the weights.
+        self._cut_net: list[ObjectCuts] = []
         #: The knowledge adapter (`pixelreason.models.adapter`), loaded beside the weights, and
         #: the language model with it merged in (in a list: not a submodule, not in the weights).
         self.knowledge_adapter: KnowledgeAdapter | None = None
@@ -495,9 +513,26 @@ class PixelReasonModel(nn.Module):
                 f"{directory} sets colour_pixels but lacks {PIXEL_COLOURS_FILE} "
                 "(write it with `pixelreason fit-colours`)"
             )
+        if (directory / OBJECT_CUTS_FILE).is_file():
+            model.set_object_cuts(ObjectCuts.load(directory / OBJECT_CUTS_FILE))
+        elif config.object_cuts:
+            raise CheckpointError(
+                f"{directory} sets object_cuts but lacks {OBJECT_CUTS_FILE} "
+                "(write it with `pixelreason fit-object-cuts`)"
+            )
         if (directory / ADAPTER_DIR).is_dir():
             model.set_knowledge_adapter(KnowledgeAdapter.load(directory / ADAPTER_DIR))
         return model.to(device).eval()
+
+    def set_object_cuts(self, net: ObjectCuts | None) -> None:
+        """Give the model an object-cut network (None: none), run on the CPU in eval mode;
+        `save_pretrained` writes it beside the weights."""
+        self._cut_net = [] if net is None else [net.cpu().eval()]
+
+    @property
+    def cut_net(self) -> ObjectCuts | None:
+        """The object-cut network (`set_object_cuts`), or None."""
+        return self._cut_net[0] if self._cut_net else None
 
     def set_pixel_colours(self, reader: PixelColours | None) -> None:
         """Give the model a pixel colour reader (None: none), refusing one whose labels are
@@ -625,6 +660,8 @@ class PixelReasonModel(nn.Module):
             save_model(self, str(staging / WEIGHTS_NAME))
             if self.pixel_colours is not None:
                 self.pixel_colours.save(staging)
+            if self._cut_net:
+                self._cut_net[0].save(staging)
             if self.knowledge_adapter is not None:
                 self.knowledge_adapter.save(staging / ADAPTER_DIR)
 
@@ -1171,6 +1208,7 @@ class PixelReasonModel(nn.Module):
         answers = self.head.follow_up(self, caches, turns_list, answers)
         for cache, answer in zip(caches, answers, strict=True):
             answer.mask_logits = self._snapped(cache, answer.mask_logits, snap_scale)
+            self._drop_spill(cache, answer)
         self._drop_repeats(answers)
         names = self.config.mask_names if mask_names is None else mask_names
         many = any(len(answer.scores) >= UNSEEN_MIN_TARGETS for answer in answers)
@@ -1180,6 +1218,50 @@ class PixelReasonModel(nn.Module):
         if names:
             self._name_masks(caches, answers, cells)
         return answers
+
+    def _cuts(self, cache: ImageCache, shape: Sequence[int]) -> np.ndarray | None:
+        """The image's object cuts ((H, W) bool at `shape`, found once per image and kept with
+        its cache), or None (`object_cuts` off, no network or no pixels)."""
+        if not (self.config.object_cuts and self._cut_net) or cache.pixels is None:
+            return None
+        if cache.cuts is None:
+            cache.cuts = self._cut_net[0].cut_map(cache.pixels)
+        return _resized(cache.cuts, shape)
+
+    def _drop_spill(self, cache: ImageCache, answer: Answer) -> None:
+        """A single target's spill dropped, in place: its final mask, cut along the object
+        cuts, keeps only the pieces whose pixels read as its class (`foreign_pieces`): "the
+        light bulb <SEG>" over the bulb and the banana it touches keeps the bulb. Needs
+        `object_cuts` and `colour_pixels`; a target named by no class is left alone."""
+        if len(answer.scores) != 1 or len(answer.mask_logits) != 1 or cache.pixels is None:
+            return
+        if not (self.config.object_cuts and self._cut_net and self._pixel_colours_on()):
+            return
+        own = self._named_colours(answer.text)
+        if not own:
+            return
+        logits = answer.mask_logits[0]
+        cuts = self._cuts(cache, logits.shape)
+        bins = _resized(colour_bins(cache.pixels, self.pixel_colours.levels), logits.shape)
+        log_probs = self.pixel_colours.log_probs().numpy()
+        kept = foreign_pieces((logits > 0).cpu().numpy(), cuts, bins, log_probs, own)
+        if kept is None:
+            return
+        inside = torch.as_tensor(kept, device=logits.device)
+        answer.mask_logits = torch.where(inside, logits, logits.clamp(max=OUTSIDE_LOGIT))[None]
+        answer.extras["spill_dropped"] = int((logits > 0).sum() - (answer.mask_logits > 0).sum())
+
+    def _named_colours(self, text: str) -> list[int]:
+        """The colour labels (indices into `colour_probe_labels`) of the category an answer's
+        one target is named by, every colour of it ("the red apple <SEG>": every apple's),
+        as the LLM's colour word is often wrong (mask names mend it later); empty where the
+        target is named by no category."""
+        index = target_classes(text, self.config.probe_labels)[0]
+        if index is None:
+            return []
+        names = set(self.config.probe_labels[index])
+        labels = self.config.colour_probe_labels
+        return [k for k, label in enumerate(labels) if label.partition(" ")[2] in names]
 
     def _probe_cells(self, caches: Sequence[ImageCache]) -> torch.Tensor | None:
         """(B, C, g, g) the category probe's class probabilities in each cell of each image
@@ -1305,7 +1387,11 @@ class PixelReasonModel(nn.Module):
             snapped = self._snapped(caches[row], found[None], snap_scale)[0]
             found = snapped if bool((snapped > 0).any()) else found
             logits, regions, spare = take_regions(
-                answer.mask_logits, group, found, spare=self.config.instance_spare
+                answer.mask_logits,
+                group,
+                found,
+                spare=self.config.instance_spare,
+                cuts=self._cuts(caches[row], found.shape[-2:]),
             )
             answer.mask_logits = logits
             if len(spare):
@@ -2601,7 +2687,8 @@ class PixelReasonModel(nn.Module):
             )
         )
         logits = self.preprocessor.masks_to_image(prediction.logits[0], cache.image)
-        logits, splits = split_duplicates(logits, self.config.instance_overlap)
+        cuts = self._cuts(cache, logits.shape[-2:]) if len(logits) > 1 else None
+        logits, splits = split_duplicates(logits, self.config.instance_overlap, cuts=cuts)
         text, raw = self._answer_text(generation.token_ids)
         extras = dict(prediction.extras[0]) if prediction.extras else {}
         if splits:
