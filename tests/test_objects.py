@@ -15,6 +15,7 @@ from pixelreason.cli import main
 from pixelreason.config import ModelConfig
 from pixelreason.data.world.samples import generate_sample
 from pixelreason.errors import CheckpointError
+from pixelreason.eval.metrics import hungarian_multi_target_iou
 from pixelreason.models.instances import split_duplicates, take_regions
 from pixelreason.models.objects import (
     FILE_NAME,
@@ -197,3 +198,25 @@ def test_bundled_default_drops_the_lamp_a_fish_mask_spilled_onto() -> None:
     assert answer.extras["spill_dropped"] == int(before.sum() - after.sum()) > 100
     assert (after & target).sum() / (after | target).sum() > 0.9
     assert (before & target).sum() / (before | target).sum() < 0.8
+
+
+def test_bundled_default_parts_two_touching_mugs() -> None:
+    """Seed 23, test 2268: two mugs touch, so the instance question's mask of the mugs is
+    one region and both targets were both mugs; cut along the band, each is one mug."""
+    model, _ = load_model("default")
+    sample = generate_sample(23, "test", 2268)
+    cache = encode_image(model, sample.image)
+    turns = [[Turn(sample.texts[0])]]
+    targets = [t.astype(np.uint8) for t in sample.target_masks]
+    model.config.object_cuts = False
+    try:
+        plain = model.answer_batch([cache], turns)[0]
+    finally:
+        model.config.object_cuts = True
+    answer = model.answer_batch([cache], turns)[0]
+    assert len(targets) == 2 and len(plain.scores) == len(answer.scores) == 2
+    assert plain.text == "The yellow mug <SEG> and the yellow mug <SEG>."
+    assert answer.text == "The black mug <SEG> and the yellow mug <SEG>."  # mask names
+    assert len(answer.extras["instance_question"][0]["region_pixels"]) == 2
+    assert hungarian_multi_target_iou(list(plain.mask_logits.numpy() > 0), targets) < 0.7
+    assert hungarian_multi_target_iou(list(answer.mask_logits.numpy() > 0), targets) > 0.9
