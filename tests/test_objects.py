@@ -13,6 +13,7 @@ import torch
 from pixelreason.api import encode_image
 from pixelreason.cli import main
 from pixelreason.config import ModelConfig
+from pixelreason.data.schema import SegSample
 from pixelreason.data.world.samples import generate_sample
 from pixelreason.errors import CheckpointError
 from pixelreason.eval.metrics import hungarian_multi_target_iou
@@ -28,7 +29,7 @@ from pixelreason.models.objects import (
     needed_regions,
     world_batch,
 )
-from pixelreason.models.segmenter import PixelReasonModel
+from pixelreason.models.segmenter import Answer, PixelReasonModel
 from pixelreason.prompting import Turn
 from pixelreason.registry import BUNDLED_MODELS_DIR, load_model
 
@@ -179,20 +180,25 @@ def test_bundled_default_has_object_cuts() -> None:
     assert model.config.object_cuts and model.cut_net is not None
 
 
-def test_bundled_default_drops_the_lamp_a_fish_mask_spilled_onto() -> None:
-    """Seed 21, test 508: the answer's fish mask also covers the lamp the fish touches; cut
-    along the band, the lamp's pieces read as no fish and go, and the mask is the fish."""
-    model, _ = load_model("default")
-    sample = generate_sample(21, "test", 508)
+def _without_and_with_cuts(model: PixelReasonModel, sample: SegSample) -> tuple[Answer, Answer]:
+    """The model's answers to the sample's query with object cuts off, then on."""
     cache = encode_image(model, sample.image)
     turns = [[Turn(sample.texts[0])]]
-    target = sample.target_masks[0].astype(bool)
     model.config.object_cuts = False
     try:
         plain = model.answer_batch([cache], turns)[0]
     finally:
         model.config.object_cuts = True
-    answer = model.answer_batch([cache], turns)[0]
+    return plain, model.answer_batch([cache], turns)[0]
+
+
+def test_bundled_default_drops_the_lamp_a_fish_mask_spilled_onto() -> None:
+    """Seed 21, test 508: the answer's fish mask also covers the lamp the fish touches; cut
+    along the band, the lamp's pieces read as no fish and go, and the mask is the fish."""
+    model, _ = load_model("default")
+    sample = generate_sample(21, "test", 508)
+    plain, answer = _without_and_with_cuts(model, sample)
+    target = sample.target_masks[0].astype(bool)
     before, after = (a.mask_logits[0].numpy() > 0 for a in (plain, answer))
     assert answer.text == plain.text == "The red fish <SEG>."
     assert answer.extras["spill_dropped"] == int(before.sum() - after.sum()) > 100
@@ -205,15 +211,8 @@ def test_bundled_default_parts_two_touching_mugs() -> None:
     one region and both targets were both mugs; cut along the band, each is one mug."""
     model, _ = load_model("default")
     sample = generate_sample(23, "test", 2268)
-    cache = encode_image(model, sample.image)
-    turns = [[Turn(sample.texts[0])]]
+    plain, answer = _without_and_with_cuts(model, sample)
     targets = [t.astype(np.uint8) for t in sample.target_masks]
-    model.config.object_cuts = False
-    try:
-        plain = model.answer_batch([cache], turns)[0]
-    finally:
-        model.config.object_cuts = True
-    answer = model.answer_batch([cache], turns)[0]
     assert len(targets) == 2 and len(plain.scores) == len(answer.scores) == 2
     assert plain.text == "The yellow mug <SEG> and the yellow mug <SEG>."
     assert answer.text == "The black mug <SEG> and the yellow mug <SEG>."  # mask names

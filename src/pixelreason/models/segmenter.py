@@ -205,6 +205,19 @@ class ImageCache:
     cuts: np.ndarray | None = None
 
 
+def _side_file(directory: Path, name: str, needed: bool, command: str) -> Path | None:
+    """A file a fit writes beside the weights (`pixelreason COMMAND`): its path, or None
+    where there is none; CheckpointError where the config turns on what `needed` it."""
+    path = directory / name
+    if path.is_file():
+        return path
+    if needed:
+        raise CheckpointError(
+            f"{directory} needs {name}, which it lacks (write it with `pixelreason {command}`)"
+        )
+    return None
+
+
 def _resized(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """A (h, w) array at (H, W) `shape`, by nearest neighbour (itself where they agree)."""
     height, width = int(shape[0]), int(shape[1])
@@ -506,20 +519,12 @@ class PixelReasonModel(nn.Module):
             ),
         )
         model._load_weights(directory / WEIGHTS_NAME)
-        if (directory / PIXEL_COLOURS_FILE).is_file():
-            model.set_pixel_colours(PixelColours.load(directory / PIXEL_COLOURS_FILE))
-        elif config.colour_pixels:
-            raise CheckpointError(
-                f"{directory} sets colour_pixels but lacks {PIXEL_COLOURS_FILE} "
-                "(write it with `pixelreason fit-colours`)"
-            )
-        if (directory / OBJECT_CUTS_FILE).is_file():
-            model.set_object_cuts(ObjectCuts.load(directory / OBJECT_CUTS_FILE))
-        elif config.object_cuts:
-            raise CheckpointError(
-                f"{directory} sets object_cuts but lacks {OBJECT_CUTS_FILE} "
-                "(write it with `pixelreason fit-object-cuts`)"
-            )
+        colours = _side_file(directory, PIXEL_COLOURS_FILE, config.colour_pixels, "fit-colours")
+        if colours is not None:
+            model.set_pixel_colours(PixelColours.load(colours))
+        cuts = _side_file(directory, OBJECT_CUTS_FILE, config.object_cuts, "fit-object-cuts")
+        if cuts is not None:
+            model.set_object_cuts(ObjectCuts.load(cuts))
         if (directory / ADAPTER_DIR).is_dir():
             model.set_knowledge_adapter(KnowledgeAdapter.load(directory / ADAPTER_DIR))
         return model.to(device).eval()
@@ -1233,15 +1238,13 @@ class PixelReasonModel(nn.Module):
         cuts, keeps only the pieces whose pixels read as its class (`foreign_pieces`): "the
         light bulb <SEG>" over the bulb and the banana it touches keeps the bulb. Needs
         `object_cuts` and `colour_pixels`; a target named by no class is left alone."""
-        if len(answer.scores) != 1 or len(answer.mask_logits) != 1 or cache.pixels is None:
+        if len(answer.scores) != 1 or len(answer.mask_logits) != 1:
             return
-        if not (self.config.object_cuts and self._cut_net and self._pixel_colours_on()):
-            return
-        own = self._named_colours(answer.text)
-        if not own:
-            return
+        own = self._named_colours(answer.text) if self._pixel_colours_on() else []
         logits = answer.mask_logits[0]
-        cuts = self._cuts(cache, logits.shape)
+        cuts = self._cuts(cache, logits.shape) if own else None
+        if cuts is None:
+            return
         bins = _resized(colour_bins(cache.pixels, self.pixel_colours.levels), logits.shape)
         log_probs = self.pixel_colours.log_probs().numpy()
         kept = foreign_pieces((logits > 0).cpu().numpy(), cuts, bins, log_probs, own)
