@@ -142,6 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
     cuts.add_argument("--batch", type=int, default=16, help="scenes a step (default: %(default)s)")
     cuts.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
 
+    categories = commands.add_parser(
+        "fit-category-map",
+        help="train a model's category map on ReasonWorld scenes (each pixel's category)",
+        description="Train the category map (pixelreason.models.category_map) on fresh "
+        "ReasonWorld scenes to read the category of every pixel, and write it beside "
+        "MODEL_DIR's weights (category_map.safetensors, with category_map-history.json) with "
+        "category_map on: a single target's mask that lies off the category its answer names "
+        "then moves onto that category's region. The network so far is written every 100 "
+        "steps, so a killed fit keeps its work (run again to train afresh). About 1.5 s a "
+        "step on a 2-core CPU.",
+    )
+    categories.add_argument("model_dir", help="a model directory")
+    categories.add_argument("--steps", type=int, default=2000, help="steps (default: %(default)s)")
+    categories.add_argument(
+        "--batch", type=int, default=16, help="scenes a step (default: %(default)s)"
+    )
+    categories.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
+
     world = commands.add_parser(
         "world",
         help="export ReasonWorld splits in the ReasonSeg or MUSE format",
@@ -332,6 +350,14 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         "the bundled default)",
     )
     parser.add_argument(
+        "--category-map",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the category map (models with one, written by `pixelreason fit-category-map`): "
+        "a single target's mask that lies off the pixels of the category its answer names "
+        "moves onto that category's region (default: the model's setting)",
+    )
+    parser.add_argument(
         "--colour-pixels",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -447,6 +473,12 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
                 "--object-cuts needs a model with object cuts (`pixelreason fit-object-cuts`)"
             )
         model.config.object_cuts = args.object_cuts
+    if args.category_map is not None:
+        if args.category_map and model.category_net is None:
+            raise InputError(
+                "--category-map needs a model with a category map (`pixelreason fit-category-map`)"
+            )
+        model.config.category_map = args.category_map
     if args.snap_scale is not None:
         if not 0 <= args.snap_scale <= 1e5:
             raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")
@@ -743,6 +775,33 @@ def cmd_fit_object_cuts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_category_map(args: argparse.Namespace) -> int:
+    from pixelreason.config import ModelConfig
+    from pixelreason.errors import InputError
+    from pixelreason.models.category_map import CategoryMap, fit_world
+    from pixelreason.models.objects import save_history
+
+    if not 1 <= args.steps <= 1_000_000 or not 1 <= args.batch <= 4096:
+        raise InputError(f"--steps and --batch must be positive, got {args.steps}, {args.batch}")
+    config = ModelConfig.load(args.model_dir)
+
+    def snapshot(net: CategoryMap, history: list[dict[str, float]]) -> None:
+        net.save(args.model_dir)
+        save_history(args.model_dir, history, "category_map")
+
+    _, history = fit_world(args.steps, batch=args.batch, seed=args.seed, snapshot=snapshot)
+    # the weights are written (by the last snapshot) before the config turns them on
+    config.category_map = True
+    config.save(args.model_dir)
+    last = history[-1]
+    print(
+        f"trained {args.steps} steps: {last['objects']:.3f} of object pixels and "
+        f"{last['background']:.3f} of background pixels classed right on 64 held-out scenes; "
+        f"category_map on in {args.model_dir}"
+    )
+    return 0
+
+
 def cmd_world(args: argparse.Namespace) -> int:
     from pixelreason.data.world.export import main as export_main
 
@@ -768,6 +827,7 @@ COMMANDS = {
     "world": cmd_world,
     "fit-colours": cmd_fit_colours,
     "fit-object-cuts": cmd_fit_object_cuts,
+    "fit-category-map": cmd_fit_category_map,
     "serve": cmd_serve,
 }
 

@@ -137,6 +137,11 @@ class ModelConfig:
     #: regions than the answer has targets of it, and a single target's mask (with
     #: `colour_pixels`) drops the touching pieces whose pixels read as another class.
     object_cuts: bool = False
+    #: The category map at inference (`pixelreason.models.category_map`, a network kept beside
+    #: the weights and written by `pixelreason fit-category-map`): a single target's mask that
+    #: lies mostly off the pixels of the category its answer names moves onto the map's region
+    #: of that category (the one whose pixels read the named colour, with `colour_pixels`).
+    category_map: bool = False
     #: Colour requests at inference (needs `colour_pixels` and the instance question): where
     #: the query asks for one "COLOUR CATEGORY" by name ("Segment the white sock.") and the
     #: answer refuses it or grounds another object, or the class in another colour as the

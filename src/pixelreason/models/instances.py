@@ -29,6 +29,8 @@ from pixelreason.tokens import SEG_TOKEN
 
 #: Logit given to a split mask outside its own region (sigmoid(-8) ~ 3e-4).
 OUTSIDE_LOGIT = -8.0
+#: Logit given to a mask moved onto a region, at least, inside it.
+INSIDE_LOGIT = 8.0
 #: Regions of a mask smaller than this share of its largest are specks, not instances.
 MIN_SHARE = 0.1
 

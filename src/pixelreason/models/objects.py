@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,24 +66,29 @@ def _conv(inputs: int, outputs: int, dilation: int = 1) -> nn.Sequential:
     )
 
 
-class ObjectCuts(nn.Module):
-    """A three-level U-Net from RGB pixels to contact-band logits."""
+class PixelNet(nn.Module):
+    """A three-level U-Net from RGB pixels to `outputs` logits per pixel, the body of the
+    object cuts and of the category map (`pixelreason.models.category_map`)."""
 
-    def __init__(self, channels: int = CHANNELS) -> None:
+    #: The kind written in a saved file's metadata, so one net's file is not read as another.
+    KIND = "pixel net"
+
+    def __init__(self, channels: int = CHANNELS, outputs: int = 1) -> None:
         super().__init__()
         c = channels
         self.channels = channels
+        self.outputs = outputs
         self.e1 = nn.Sequential(_conv(3, c), _conv(c, c))
         self.e2 = nn.Sequential(_conv(c, 2 * c), _conv(2 * c, 2 * c))
         # dilations widen the lowest level's view to whole objects (about 40 pixels)
         self.e3 = nn.Sequential(_conv(2 * c, 3 * c), _conv(3 * c, 3 * c, 2), _conv(3 * c, 3 * c, 4))
         self.d2 = nn.Sequential(_conv(5 * c, 2 * c))
         self.d1 = nn.Sequential(_conv(3 * c, c))
-        self.out = nn.Conv2d(c, 1, 1)
+        self.out = nn.Conv2d(c, outputs, 1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (B, 3, H, W) RGB in [0, 1], H and W multiples of 4 -> (B, 1, H, W) logits
-        of the contact band."""
+        """pixels (B, 3, H, W) RGB in [0, 1], H and W multiples of 4 -> (B, outputs, H, W)
+        logits."""
         first = self.e1(pixels)
         second = self.e2(F.max_pool2d(first, 2))
         third = self.e3(F.max_pool2d(second, 2))
@@ -91,11 +96,11 @@ class ObjectCuts(nn.Module):
         return self.out(self.d1(torch.cat([first, F.interpolate(up, scale_factor=2.0)], 1)))
 
     @torch.no_grad()
-    def cut_map(self, pixels: np.ndarray) -> np.ndarray:
-        """(h, w) bool contact band of (h, w, 3) uint8 RGB pixels (padded to multiples of 4
-        and cropped back)."""
+    def logits_of(self, pixels: np.ndarray) -> torch.Tensor:
+        """(outputs, h, w) float logits of (h, w, 3) uint8 RGB pixels (padded to multiples of
+        4 and cropped back), on the CPU."""
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
-            raise ValueError(f"object cuts need (h, w, 3) uint8 RGB pixels, got {pixels.shape}")
+            raise ValueError(f"{self.KIND} needs (h, w, 3) uint8 RGB pixels, got {pixels.shape}")
         height, width = pixels.shape[:2]
         inputs = torch.tensor(pixels).permute(2, 0, 1)[None].float() / 255.0
         pad_h, pad_w = -height % 4, -width % 4
@@ -105,23 +110,54 @@ class ObjectCuts(nn.Module):
         self.eval()
         logits = self(inputs.to(device=param.device, dtype=param.dtype))
         self.train(was_training)
-        return (logits[0, 0, :height, :width] > 0).cpu().numpy()
+        return logits[0, :, :height, :width].float().cpu()
+
+    def _metadata(self) -> dict[str, str]:
+        return {"channels": str(self.channels), "outputs": str(self.outputs), "kind": self.KIND}
+
+    def save_file(self, path: str | Path) -> None:
+        """Write the weights to `path` (safetensors), atomically."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write_bytes(Path(path), save(tensors, metadata=self._metadata()))
+
+    @classmethod
+    def _read(cls, path: str | Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+        """A file's metadata and tensors; CheckpointError where it is not this kind's."""
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            kind = metadata.get("kind", ObjectCuts.KIND)  # files before kinds were cuts
+            if kind != cls.KIND:
+                raise ValueError(f"it holds a {kind} network, not a {cls.KIND} one")
+            return metadata, load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {cls.KIND} from {path}: {exc}") from exc
+
+
+class ObjectCuts(PixelNet):
+    """`PixelNet` with one output: the contact band's logits."""
+
+    KIND = "object cuts"
+
+    def __init__(self, channels: int = CHANNELS) -> None:
+        super().__init__(channels, 1)
+
+    def cut_map(self, pixels: np.ndarray) -> np.ndarray:
+        """(h, w) bool contact band of (h, w, 3) uint8 RGB pixels."""
+        return (self.logits_of(pixels)[0] > 0).numpy()
 
     def save(self, directory: str | Path) -> None:
         """Write `FILE_NAME` in `directory`, atomically."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        data = save(tensors, metadata={"channels": str(self.channels)})
-        atomic_write_bytes(Path(directory) / FILE_NAME, data)
+        self.save_file(Path(directory) / FILE_NAME)
 
     @classmethod
     def load(cls, path: str | Path) -> ObjectCuts:
         """Read a file written by `save`; CheckpointError where it is not one."""
+        metadata, tensors = cls._read(path)
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
             model = cls(int(metadata["channels"]))
-            model.load_state_dict(load_file(str(path)))
-        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as exc:
+            model.load_state_dict(tensors)
+        except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"cannot read object cuts from {path}: {exc}") from exc
         return model.eval()
 
@@ -255,41 +291,77 @@ def fit_world(
     ReasonWorld scenes (AdamW, one-cycle schedule peaking at `lr`). Returns the model (in eval
     mode) and its history: per 100 steps and at the end, the step, the training loss and the
     band's precision and recall on 64 held-out scenes."""
-    if steps < 1 or batch < 1:
-        raise ValueError(f"object cuts need steps >= 1 and batch >= 1, got {steps}, {batch}")
+
+    def scores(logits: torch.Tensor, band: torch.Tensor) -> dict[str, float]:
+        found, true = logits > 0, band > 0
+        hits = float((found & true).sum())
+        return {
+            "precision": hits / max(1.0, float(found.sum())),
+            "recall": hits / max(1.0, float(true.sum())),
+        }
+
     model = start if start is not None else ObjectCuts(channels)
+    history = fit_pixels(
+        model, steps, world_batch, band_loss, scores,
+        batch=batch, size=size, lr=lr, seed=seed, desc="object cuts", progress=progress,
+    )  # fmt: skip
+    return model, history
+
+
+def fit_pixels(
+    model: PixelNet,
+    steps: int,
+    make_batch: Callable[[np.random.Generator, int, int], tuple[torch.Tensor, torch.Tensor]],
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scores_of: Callable[[torch.Tensor, torch.Tensor], dict[str, float]],
+    *,
+    batch: int,
+    size: int,
+    lr: float,
+    seed: int,
+    desc: str,
+    progress: bool = True,
+    snapshot: Callable[[list[dict[str, float]]], None] | None = None,
+) -> list[dict[str, float]]:
+    """The training loop of a `PixelNet` on fresh scenes, in place: `steps` steps of `batch`
+    scenes of `size` pixels from `make_batch(rng, size, count)` (pixels, targets), AdamW on
+    `loss_of(logits, targets)` with a one-cycle schedule peaking at `lr`; the model is left in
+    eval mode. Returns the history: per 100 steps and at the end, the step, the training loss
+    and `scores_of(logits, targets)` on 64 held-out scenes. `snapshot(history)`, where given,
+    is called after each of them (to write the model so far)."""
+    if steps < 1 or batch < 1:
+        raise ValueError(f"{desc} need steps >= 1 and batch >= 1, got {steps}, {batch}")
     optimiser = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=steps, pct_start=0.05)
     rng = np.random.default_rng([seed, 104729])
-    held_pixels, held_band = world_batch(np.random.default_rng([seed, 7]), size, 64)
+    held_pixels, held_targets = make_batch(np.random.default_rng([seed, 7]), size, 64)
     history: list[dict[str, float]] = []
-    bar = tqdm(range(steps), desc="object cuts", unit="step", disable=not progress)
+    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
     for step in bar:
         model.train()
-        pixels, band = world_batch(rng, size, batch)
-        loss = band_loss(model(pixels), band)
+        pixels, targets = make_batch(rng, size, batch)
+        loss = loss_of(model(pixels), targets)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         schedule.step()
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"object cuts' loss is {loss.item()} at step {step}")
+            raise FloatingPointError(f"{desc}' loss is {loss.item()} at step {step}")
         if step % 100 == 0 or step == steps - 1:
             model.eval()
             with torch.no_grad():
-                found = model(held_pixels) > 0
-            true = held_band > 0
-            hits = float((found & true).sum())
-            precision = hits / max(1.0, float(found.sum()))
-            recall = hits / max(1.0, float(true.sum()))
-            history.append(
-                {"step": step, "loss": loss.item(), "precision": precision, "recall": recall}
-            )
-            bar.set_postfix(loss=f"{loss.item():.3f}", precision=f"{precision:.2f}")
-    return model.eval(), history
+                scores = scores_of(model(held_pixels), held_targets)
+            history.append({"step": step, "loss": loss.item(), **scores})
+            bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.2f}" for k, v in scores.items()})
+            if snapshot is not None:
+                snapshot(history)
+    model.eval()
+    return history
 
 
-def save_history(directory: str | Path, history: list[dict[str, float]]) -> None:
-    """Write the fit's history beside the cuts (`object_cuts-history.json`), atomically."""
+def save_history(
+    directory: str | Path, history: list[dict[str, float]], name: str = "object_cuts"
+) -> None:
+    """Write a fit's history beside its network (`<name>-history.json`), atomically."""
     text = json.dumps(history, indent=1) + "\n"
-    atomic_write_bytes(Path(directory) / "object_cuts-history.json", text.encode())
+    atomic_write_bytes(Path(directory) / f"{name}-history.json", text.encode())

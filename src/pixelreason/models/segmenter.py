@@ -35,9 +35,12 @@ from pixelreason.models.backbone import (
     PrefixStates,
     build_llava,
 )
+from pixelreason.models.category_map import FILE_NAME as CATEGORY_MAP_FILE
+from pixelreason.models.category_map import CategoryMap, category_regions
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import (
+    INSIDE_LOGIT,
     OUTSIDE_LOGIT,
     duplicate_groups,
     instance_question,
@@ -203,6 +206,10 @@ class ImageCache:
     #: The image's object cuts ((h, w) bool at `pixels`' size, `pixelreason.models.objects`),
     #: filled by the first question that needs them.
     cuts: np.ndarray | None = None
+    #: The image's category map ((h, w) int at `pixels`' size, 0 background, 1 + the index in
+    #: the map's names: `pixelreason.models.category_map`), filled by the first question that
+    #: needs it.
+    classes: np.ndarray | None = None
 
 
 def _side_file(directory: Path, name: str, needed: bool, command: str) -> Path | None:
@@ -389,6 +396,8 @@ class PixelReasonModel(nn.Module):
         #: The object-cut network (`object_cuts`), loaded beside the weights; kept in a list,
         #: so that it is not a submodule and not in the weights.
         self._cut_net: list[ObjectCuts] = []
+        #: The category map (`category_map`), loaded beside the weights (in a list, likewise).
+        self._category_net: list[CategoryMap] = []
         #: The knowledge adapter (`pixelreason.models.adapter`), loaded beside the weights, and
         #: the language model with it merged in (in a list: not a submodule, not in the weights).
         self.knowledge_adapter: KnowledgeAdapter | None = None
@@ -525,6 +534,11 @@ class PixelReasonModel(nn.Module):
         cuts = _side_file(directory, OBJECT_CUTS_FILE, config.object_cuts, "fit-object-cuts")
         if cuts is not None:
             model.set_object_cuts(ObjectCuts.load(cuts))
+        categories = _side_file(
+            directory, CATEGORY_MAP_FILE, config.category_map, "fit-category-map"
+        )
+        if categories is not None:
+            model.set_category_map(CategoryMap.load(categories))
         if (directory / ADAPTER_DIR).is_dir():
             model.set_knowledge_adapter(KnowledgeAdapter.load(directory / ADAPTER_DIR))
         return model.to(device).eval()
@@ -538,6 +552,16 @@ class PixelReasonModel(nn.Module):
     def cut_net(self) -> ObjectCuts | None:
         """The object-cut network (`set_object_cuts`), or None."""
         return self._cut_net[0] if self._cut_net else None
+
+    def set_category_map(self, net: CategoryMap | None) -> None:
+        """Give the model a category map (None: none), run on the CPU in eval mode;
+        `save_pretrained` writes it beside the weights."""
+        self._category_net = [] if net is None else [net.cpu().eval()]
+
+    @property
+    def category_net(self) -> CategoryMap | None:
+        """The category map (`set_category_map`), or None."""
+        return self._category_net[0] if self._category_net else None
 
     def set_pixel_colours(self, reader: PixelColours | None) -> None:
         """Give the model a pixel colour reader (None: none), refusing one whose labels are
@@ -667,6 +691,8 @@ class PixelReasonModel(nn.Module):
                 self.pixel_colours.save(staging)
             if self._cut_net:
                 self._cut_net[0].save(staging)
+            if self._category_net:
+                self._category_net[0].save(staging)
             if self.knowledge_adapter is not None:
                 self.knowledge_adapter.save(staging / ADAPTER_DIR)
 
@@ -1213,6 +1239,7 @@ class PixelReasonModel(nn.Module):
         answers = self.head.follow_up(self, caches, turns_list, answers)
         for cache, answer in zip(caches, answers, strict=True):
             answer.mask_logits = self._snapped(cache, answer.mask_logits, snap_scale)
+            self._move_to_category(cache, answer)
             self._drop_spill(cache, answer)
         self._drop_repeats(answers)
         names = self.config.mask_names if mask_names is None else mask_names
@@ -1232,6 +1259,72 @@ class PixelReasonModel(nn.Module):
         if cache.cuts is None:
             cache.cuts = self._cut_net[0].cut_map(cache.pixels)
         return _resized(cache.cuts, shape)
+
+    def _classes(self, cache: ImageCache, shape: Sequence[int]) -> np.ndarray | None:
+        """The image's category map ((H, W) int at `shape`, found once per image and kept with
+        its cache), or None (`category_map` off, no network or no pixels)."""
+        if not (self.config.category_map and self._category_net) or cache.pixels is None:
+            return None
+        if cache.classes is None:
+            cache.classes = self._category_net[0].class_map(cache.pixels)
+        return _resized(cache.classes, shape)
+
+    def _move_to_category(self, cache: ImageCache, answer: Answer) -> None:
+        """A single target's mask moved onto its category, in place: where the answer names
+        the target's category and the category map finds it in the image, but less than
+        `category_map.KEEP_SHARE` of the mask lies on it ("the red leaf <SEG>" on a red heart,
+        a small yellow leaf elsewhere), the mask becomes the map's region of that category:
+        the one whose pixels read most as the named "COLOUR CATEGORY" (pixel colours), else
+        the one the mask overlaps most, else the largest. Mask names then name its colour."""
+        if len(answer.scores) != 1 or len(answer.mask_logits) != 1:
+            return
+        index = target_classes(answer.text, self.config.probe_labels)[0]
+        net = self.category_net
+        if index is None or net is None or self.config.probe_labels[index][0] not in net.names:
+            return
+        logits = answer.mask_logits[0]
+        classes = self._classes(cache, logits.shape)
+        if classes is None:
+            return
+        mask = (logits > 0).cpu().numpy()
+        regions = category_regions(
+            mask, classes, 1 + net.names.index(self.config.probe_labels[index][0])
+        )
+        if not regions:
+            return
+        chosen = self._region_for(cache, answer.text, index, mask, regions)
+        inside = torch.as_tensor(chosen, device=logits.device)
+        moved = torch.where(inside, logits.clamp(min=INSIDE_LOGIT), logits.clamp(max=OUTSIDE_LOGIT))
+        answer.mask_logits = moved[None]
+        answer.extras["category_moved"] = int(chosen.sum())
+
+    def _region_for(
+        self, cache: ImageCache, text: str, index: int, mask: np.ndarray, regions: list[np.ndarray]
+    ) -> np.ndarray:
+        """Of a category's regions (largest first), the one a single-target answer means:
+        the one whose pixels read most as the colour it names for class `index`, where it
+        names one the pixel colour reader knows; else the one `mask` overlaps most; else the
+        largest."""
+        if len(regions) == 1:
+            return regions[0]
+        label = self._named_label(text, index)
+        if label is not None and self._pixel_colours_on() and cache.pixels is not None:
+            bins = _resized(colour_bins(cache.pixels, self.pixel_colours.levels), mask.shape)
+            log_probs = self.pixel_colours.log_probs().numpy()[label]
+            return max(regions, key=lambda region: float(log_probs[bins[region]].mean()))
+        overlaps = [int((region & mask).sum()) for region in regions]
+        return regions[int(np.argmax(overlaps))]  # the first (largest) where none overlaps
+
+    def _named_label(self, text: str, index: int) -> int | None:
+        """The colour probe label ("COLOUR CATEGORY") of the colour word right before class
+        `index`'s name in a single-target answer, or None where it names no colour."""
+        labels = self.config.colour_probe_labels
+        for name in sorted(self.config.probe_labels[index], key=len, reverse=True):
+            found = re.search(rf"\b(\w+) {re.escape(name)}\s*{re.escape(SEG_TOKEN)}", text, re.I)
+            if found:
+                wanted = f"{found.group(1).lower()} {self.config.probe_labels[index][0]}"
+                return labels.index(wanted) if wanted in labels else None
+        return None
 
     def _drop_spill(self, cache: ImageCache, answer: Answer) -> None:
         """A single target's spill dropped, in place: its final mask, cut along the object
