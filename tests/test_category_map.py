@@ -25,6 +25,7 @@ from pixelreason.models.category_map import (
 from pixelreason.models.objects import FILE_NAME as CUTS_FILE
 from pixelreason.models.objects import ObjectCuts
 from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel
+from pixelreason.processing import ImageInputs
 from pixelreason.registry import BUNDLED_MODELS_DIR, load_model
 
 
@@ -65,7 +66,7 @@ def test_category_map_round_trip_and_refuse_other_files(tmp_path: Path) -> None:
     assert again.names == ("leaf", "heart") and again.outputs == 3 and not again.training
     pixels = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
     found = net.class_map(pixels)
-    assert found.shape == (30, 45) and 0 <= found.min() and found.max() <= 2
+    assert found.shape == (30, 45) and found.min() >= 0 and found.max() <= 2
     assert np.array_equal(found, again.class_map(pixels))
     with pytest.raises(ValueError, match="RGB"):
         net.class_map(pixels[..., :2])
@@ -167,3 +168,23 @@ def test_segmenter_moves_a_mask_onto_the_category_its_answer_names() -> None:
     off = _answer("It is the yellow leaf <SEG>.", heart)
     model._move_to_category(cache, off)
     assert "category_moved" not in off.extras
+
+
+def test_relation_candidates_are_the_map_regions_of_the_wanted_classes() -> None:
+    model, _ = load_model("default")
+    model.set_category_map(CategoryMap(["leaf", "heart"], channels=4))
+    model.config.category_map = True
+    classes = _map()
+    image = ImageInputs(torch.zeros(3, 1, 1), None, (20, 30), None)
+    cache = ImageCache(image, torch.zeros(1), None, pixels=np.zeros((20, 30, 3), np.uint8))
+    cache.classes = classes
+    labels = [names[0] for names in model.config.probe_labels]
+    leaf, heart = labels.index("leaf"), labels.index("heart")
+    found = model._mapped_candidates(cache, {leaf})
+    assert [(c, int(region.sum())) for c, _, _, region in found] == [(leaf, 64), (leaf, 25)]
+    assert all(np.array_equal(logits.numpy() > 0, region) for _, logits, _, region in found)
+    anything = model._mapped_candidates(cache, set())  # no class wanted: all the map finds
+    assert sorted({c for c, *_ in anything}) == sorted([leaf, heart]) and len(anything) == 3
+    assert model._mapped_candidates(cache, {labels.index("cat")}) == []
+    model.config.category_map = False
+    assert model._mapped_candidates(cache, {leaf}) == []

@@ -144,13 +144,18 @@ def fit_world(
     snapshot: Callable[[CategoryMap, list[dict[str, float]]], None] | None = None,
 ) -> tuple[CategoryMap, list[dict[str, float]]]:
     """Train a `CategoryMap` over ReasonWorld's categories (or go on training `start`) for
-    `steps` steps of `batch` fresh scenes. Returns the model (in eval mode) and its history
-    (`pixelreason.models.objects.fit_pixels`: loss, and the share of object and background
-    pixels classed right on 64 held-out scenes); `snapshot(model, history)` is called at each
-    point of the history."""
+    `steps` steps of `batch` fresh scenes, its first weights drawn from `seed`. Returns the
+    model (in eval mode) and its history (`pixelreason.models.objects.fit_pixels`: loss, and
+    the share of object and background pixels classed right on 64 held-out scenes);
+    `snapshot(model, history)` is called at each point of the history."""
     from pixelreason.data.world.categories import CATEGORIES
 
-    model = start if start is not None else CategoryMap([c.name for c in CATEGORIES], channels)
+    if start is not None:
+        model = start
+    else:
+        with torch.random.fork_rng():  # the same seed, the same network
+            torch.manual_seed(seed)
+            model = CategoryMap([c.name for c in CATEGORIES], channels)
     history = fit_pixels(
         model, steps, world_batch, class_loss, class_scores,
         batch=batch, size=size, lr=lr, seed=seed, desc="category map", progress=progress,

@@ -1684,12 +1684,51 @@ class PixelReasonModel(nn.Module):
             wanted = {c for c in target_classes(reply.text, labels) if c is not None}
             if not wanted:
                 return None
+        candidates = self._mapped_candidates(cache, wanted)
+        if candidates:
+            asked["classes"] = sorted({labels[c][0] for c, *_ in candidates})
+            asked["category_map"] = True
+        else:
+            candidates = self._asked_candidates(
+                cache, wanted, ask, template, settings, asked, snap_scale
+            )
+        if reference is not None:  # the reference is no candidate, nor part of one
+            apart = set_apart([region for *_, region in candidates], reference)
+            candidates = [
+                (*candidate[:3], region)
+                for candidate, region in zip(candidates, apart, strict=True)
+                if region is not None
+            ]
+        if relation.kind == "colour" and candidates:
+            candidates = self._same_colour(cache, relation, candidates, reference, reference_class)
+        if not candidates:
+            return None
+        pick = choose(relation, [region for *_, region in candidates], reference)
+        if pick is None:
+            return None
+        c, logits, score, region = candidates[pick]
+        inside = torch.as_tensor(region)
+        return c, torch.where(inside, logits, logits.clamp(max=OUTSIDE_LOGIT)), score, asked
+
+    def _asked_candidates(
+        self,
+        cache: ImageCache,
+        wanted: set[int],
+        ask: Callable[..., list[Answer]],
+        template: str,
+        settings: dict[str, Any],
+        asked: dict[str, Any],
+        snap_scale: float | None,
+    ) -> list[tuple[int, torch.Tensor, float, np.ndarray]]:
+        """A relation's candidates found by asking the model the instance question about each
+        class that may hold them: those `wanted` that the probe reads at all, and any it
+        finds."""
+        labels = self.config.probe_labels
         presence = class_presence(
             self.probe, cache.features, cache.context if self.config.presence_mask_head else None
         )[0]
         # the presence check's threshold, also where the check is off (0)
         threshold = settings["presence_threshold"] or self.config.presence_threshold
-        # the candidates' classes: those wanted that the probe reads at all, and any it finds
         classes = sorted(
             {c for c in wanted if presence[c] >= PRESUPPOSED_PRESENCE}
             | {c for c in range(len(labels)) if presence[c] >= threshold}
@@ -1709,26 +1748,32 @@ class PixelReasonModel(nn.Module):
         # and pieces follow the image's edges; from the masks as they are where that leaves
         # none (a weak mask of a class the query names, snapped into a neighbour's region)
         snapped = [(c, self._snapped(cache, m[None], snap_scale)[0], s) for c, m, s in found]
-        candidates = self._candidates(cache, snapped, wanted) or self._candidates(
-            cache, found, wanted
-        )
-        if reference is not None:  # the reference is no candidate, nor part of one
-            apart = set_apart([region for *_, region in candidates], reference)
-            candidates = [
-                (*candidate[:3], region)
-                for candidate, region in zip(candidates, apart, strict=True)
-                if region is not None
-            ]
-        if relation.kind == "colour" and candidates:
-            candidates = self._same_colour(cache, relation, candidates, reference, reference_class)
-        if not candidates:
-            return None
-        pick = choose(relation, [region for *_, region in candidates], reference)
-        if pick is None:
-            return None
-        c, logits, score, region = candidates[pick]
-        inside = torch.as_tensor(region)
-        return c, torch.where(inside, logits, logits.clamp(max=OUTSIDE_LOGIT)), score, asked
+        return self._candidates(cache, snapped, wanted) or self._candidates(cache, found, wanted)
+
+    def _mapped_candidates(
+        self, cache: ImageCache, wanted: set[int]
+    ) -> list[tuple[int, torch.Tensor, float, np.ndarray]]:
+        """A relation's candidates read off the category map (`category_map`): each region of
+        each `wanted` class (every class the map finds where none is wanted), as (class, mask
+        logits, score 1, region); empty without the map or where it finds none of them."""
+        net = self.category_net
+        classes = None if net is None else self._classes(cache, cache.image.original_size)
+        if classes is None:
+            return []
+        labels = self.config.probe_labels
+        ids = {
+            c: 1 + net.names.index(labels[c][0])
+            for c in range(len(labels))
+            if labels[c][0] in net.names
+        }
+        candidates = []
+        for c in sorted(wanted or ids):
+            if c not in ids:
+                continue
+            for region in category_regions(np.zeros(classes.shape, bool), classes, ids[c]):
+                logits = torch.where(torch.as_tensor(region), INSIDE_LOGIT, OUTSIDE_LOGIT)
+                candidates.append((c, logits, 1.0, region))
+        return candidates
 
     def _candidates(
         self,
