@@ -38,6 +38,8 @@ KEEP_SHARE = 0.5
 #: largest region, are stray pixels, not objects.
 MIN_REGION = 12
 MIN_REGION_SHARE = 0.1
+#: A region the map is less sure of than this (its pixels' mean probability) is not moved to.
+MIN_CONFIDENCE = 0.7
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -55,7 +57,14 @@ class CategoryMap(PixelNet):
     def class_map(self, pixels: np.ndarray) -> np.ndarray:
         """(h, w) int: 0 on background, 1 + the category's index in `names` elsewhere, for
         (h, w, 3) uint8 RGB pixels."""
-        return self.logits_of(pixels).argmax(dim=0).numpy()
+        return self.read(pixels)[0]
+
+    def read(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The class map of (h, w, 3) uint8 RGB pixels (`class_map`) and (h, w) float32 the
+        probability the map gives each pixel's class."""
+        probabilities = self.logits_of(pixels).softmax(dim=0)
+        confidence, classes = probabilities.max(dim=0)
+        return classes.numpy(), confidence.numpy()
 
     def _metadata(self) -> dict[str, str]:
         return {**super()._metadata(), "names": json.dumps(list(self.names))}
@@ -77,12 +86,21 @@ class CategoryMap(PixelNet):
 
 
 def category_regions(
-    mask: np.ndarray, classes: np.ndarray, target: int, keep_share: float = KEEP_SHARE
+    mask: np.ndarray,
+    classes: np.ndarray,
+    target: int,
+    keep_share: float | None = None,
+    confidence: np.ndarray | None = None,
+    least_confidence: float | None = None,
 ) -> list[np.ndarray]:
     """Where a single target's (H, W) bool `mask` should move: the regions (8-connected) of
     class `target` in the (H, W) int category map `classes`, largest first, that are at least
-    `MIN_REGION` pixels and `MIN_REGION_SHARE` of the largest; empty where the mask stays (at
-    least `keep_share` of it is of that class, or the map finds no such region)."""
+    `MIN_REGION` pixels and `MIN_REGION_SHARE` of the largest and, where the map's (H, W)
+    `confidence` is given, whose pixels' mean confidence is `least_confidence` or more; empty
+    where the mask stays (at least `keep_share` of it is of that class, or the map finds no
+    such region). None: `KEEP_SHARE`, `MIN_CONFIDENCE`."""
+    keep_share = KEEP_SHARE if keep_share is None else keep_share
+    least_confidence = MIN_CONFIDENCE if least_confidence is None else least_confidence
     of_class = classes == target
     if mask.any() and (mask & of_class).sum() >= keep_share * mask.sum():
         return []
@@ -91,8 +109,10 @@ def category_regions(
         return []
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     least = max(MIN_REGION, MIN_REGION_SHARE * float(sizes.max()))
-    order = [k for k in np.argsort(-sizes, kind="stable") if sizes[k] >= least]
-    return [labels == k + 1 for k in order]
+    regions = [labels == k + 1 for k in np.argsort(-sizes, kind="stable") if sizes[k] >= least]
+    if confidence is None:
+        return regions
+    return [region for region in regions if confidence[region].mean() >= least_confidence]
 
 
 def world_batch(

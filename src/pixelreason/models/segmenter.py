@@ -208,8 +208,9 @@ class ImageCache:
     cuts: np.ndarray | None = None
     #: The image's category map ((h, w) int at `pixels`' size, 0 background, 1 + the index in
     #: the map's names: `pixelreason.models.category_map`), filled by the first question that
-    #: needs it.
+    #: needs it, with the map's (h, w) confidence in each pixel's class.
     classes: np.ndarray | None = None
+    confidence: np.ndarray | None = None
 
 
 def _side_file(directory: Path, name: str, needed: bool, command: str) -> Path | None:
@@ -1260,14 +1261,19 @@ class PixelReasonModel(nn.Module):
             cache.cuts = self._cut_net[0].cut_map(cache.pixels)
         return _resized(cache.cuts, shape)
 
-    def _classes(self, cache: ImageCache, shape: Sequence[int]) -> np.ndarray | None:
-        """The image's category map ((H, W) int at `shape`, found once per image and kept with
-        its cache), or None (`category_map` off, no network or no pixels)."""
+    def _classes(
+        self, cache: ImageCache, shape: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The image's category map and its confidence ((H, W) int and float at `shape`, found
+        once per image and kept with its cache), or None (`category_map` off, no network or no
+        pixels)."""
         if not (self.config.category_map and self._category_net) or cache.pixels is None:
             return None
         if cache.classes is None:
-            cache.classes = self._category_net[0].class_map(cache.pixels)
-        return _resized(cache.classes, shape)
+            cache.classes, cache.confidence = self._category_net[0].read(cache.pixels)
+        if cache.confidence is None:
+            cache.confidence = np.ones(cache.classes.shape, np.float32)
+        return _resized(cache.classes, shape), _resized(cache.confidence, shape)
 
     def _move_to_category(self, cache: ImageCache, answer: Answer) -> None:
         """A single target's mask moved onto its category, in place: where the answer names
@@ -1283,13 +1289,12 @@ class PixelReasonModel(nn.Module):
         if index is None or net is None or self.config.probe_labels[index][0] not in net.names:
             return
         logits = answer.mask_logits[0]
-        classes = self._classes(cache, logits.shape)
-        if classes is None:
+        read = self._classes(cache, logits.shape)
+        if read is None:
             return
         mask = (logits > 0).cpu().numpy()
-        regions = category_regions(
-            mask, classes, 1 + net.names.index(self.config.probe_labels[index][0])
-        )
+        target = 1 + net.names.index(self.config.probe_labels[index][0])
+        regions = category_regions(mask, read[0], target, confidence=read[1])
         if not regions:
             return
         chosen = self._region_for(cache, answer.text, index, mask, regions)
@@ -1757,9 +1762,10 @@ class PixelReasonModel(nn.Module):
         each `wanted` class (every class the map finds where none is wanted), as (class, mask
         logits, score 1, region); empty without the map or where it finds none of them."""
         net = self.category_net
-        classes = None if net is None else self._classes(cache, cache.image.original_size)
-        if classes is None:
+        read = None if net is None else self._classes(cache, cache.image.original_size)
+        if read is None:
             return []
+        classes, confidence = read
         labels = self.config.probe_labels
         ids = {
             c: 1 + net.names.index(labels[c][0])
@@ -1770,7 +1776,8 @@ class PixelReasonModel(nn.Module):
         for c in sorted(wanted or ids):
             if c not in ids:
                 continue
-            for region in category_regions(np.zeros(classes.shape, bool), classes, ids[c]):
+            empty = np.zeros(classes.shape, bool)
+            for region in category_regions(empty, classes, ids[c], confidence=confidence):
                 logits = torch.where(torch.as_tensor(region), INSIDE_LOGIT, OUTSIDE_LOGIT)
                 candidates.append((c, logits, 1.0, region))
         return candidates
