@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from pixelreason.api import encode_image
 from pixelreason.cli import main
 from pixelreason.config import ModelConfig
+from pixelreason.data.world.samples import generate_sample
 from pixelreason.errors import CheckpointError
 from pixelreason.models.category_map import (
     FILE_NAME,
@@ -26,6 +28,7 @@ from pixelreason.models.objects import FILE_NAME as CUTS_FILE
 from pixelreason.models.objects import ObjectCuts
 from pixelreason.models.segmenter import Answer, ImageCache, PixelReasonModel
 from pixelreason.processing import ImageInputs
+from pixelreason.prompting import Turn
 from pixelreason.registry import BUNDLED_MODELS_DIR, load_model
 
 
@@ -188,3 +191,31 @@ def test_relation_candidates_are_the_map_regions_of_the_wanted_classes() -> None
     assert model._mapped_candidates(cache, {labels.index("cat")}) == []
     model.config.category_map = False
     assert model._mapped_candidates(cache, {leaf}) == []
+
+
+def test_bundled_default_has_a_category_map() -> None:
+    model, _ = load_model("default")
+    assert model.config.category_map and model.category_net is not None
+    assert model.category_net.names[0] == "orange" and len(model.category_net.names) == 55
+
+
+def test_bundled_default_moves_the_leaf_mask_off_the_red_heart() -> None:
+    """Seed 0, test 16: "Segment the object that grows on a branch." is answered "the red
+    leaf", and its mask lay on the red heart; the map finds the small yellow leaf, the mask
+    moves there, and mask names name its colour."""
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", 16)
+    cache = encode_image(model, sample.image)
+    turns = [[Turn(sample.texts[0])]]
+    model.config.category_map = False
+    try:
+        plain = model.answer_batch([cache], turns)[0]
+    finally:
+        model.config.category_map = True
+    answer = model.answer_batch([cache], turns)[0]
+    target = sample.target_masks[0].astype(bool)
+    before, after = (a.mask_logits[0].numpy() > 0 for a in (plain, answer))
+    assert plain.text == "It is the red leaf <SEG>."
+    assert answer.text == "It is the yellow leaf <SEG>." and "category_moved" in answer.extras
+    assert (before & target).sum() == 0
+    assert (after & target).sum() / (after | target).sum() > 0.9

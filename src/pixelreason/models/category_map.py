@@ -40,6 +40,8 @@ MIN_REGION = 12
 MIN_REGION_SHARE = 0.1
 #: A region the map is less sure of than this (its pixels' mean probability) is not moved to.
 MIN_CONFIDENCE = 0.7
+#: The same for a relation's candidates (`PixelReasonModel._mapped_candidates`).
+CANDIDATE_CONFIDENCE = 0.7
 _EIGHT = np.ones((3, 3), bool)
 
 

@@ -35,8 +35,8 @@ from pixelreason.models.backbone import (
     PrefixStates,
     build_llava,
 )
+from pixelreason.models.category_map import CANDIDATE_CONFIDENCE, CategoryMap, category_regions
 from pixelreason.models.category_map import FILE_NAME as CATEGORY_MAP_FILE
-from pixelreason.models.category_map import CategoryMap, category_regions
 from pixelreason.models.heads import HeadInputs, MaskHead, MaskPrediction, build_head, head_class
 from pixelreason.models.heads.base import SamHead
 from pixelreason.models.instances import (
@@ -1777,7 +1777,9 @@ class PixelReasonModel(nn.Module):
             if c not in ids:
                 continue
             empty = np.zeros(classes.shape, bool)
-            for region in category_regions(empty, classes, ids[c], confidence=confidence):
+            for region in category_regions(
+                empty, classes, ids[c], confidence=confidence, least_confidence=CANDIDATE_CONFIDENCE
+            ):
                 logits = torch.where(torch.as_tensor(region), INSIDE_LOGIT, OUTSIDE_LOGIT)
                 candidates.append((c, logits, 1.0, region))
         return candidates
