@@ -219,3 +219,24 @@ def test_bundled_default_moves_the_leaf_mask_off_the_red_heart() -> None:
     assert answer.text == "It is the yellow leaf <SEG>." and "category_moved" in answer.extras
     assert (before & target).sum() == 0
     assert (after & target).sum() / (after | target).sum() > 0.9
+
+
+def test_bundled_default_finds_a_requested_class_the_answer_missed() -> None:
+    """Seed 0, test 327: "Where is the bird?" was answered with no class named, on the lemon; the map has a
+    region of a bird, so the answer grounds it. The instance question about birds, which
+    asks for every one, is left as the model answers it."""
+    model, _ = load_model("default")
+    sample = generate_sample(0, "test", 327)
+    assert sample.texts[0] == "Where is the bird?"
+    cache = encode_image(model, sample.image)
+    turns = [[Turn(sample.texts[0])]]
+    answer = model.answer_batch([cache], turns)[0]
+    assert answer.text == "It is the yellow bird <SEG>."
+    assert answer.extras["map_request"]["rejected"] == "Sure, the segmentation result is <SEG>."
+    target = sample.target_masks[0].astype(bool)
+    mask = answer.mask_logits[0].numpy() > 0
+    assert (mask & target).sum() / (mask | target).sum() > 0.9
+    given = model.answer_batch([cache], turns, starts=["It is <SEG>."])[0]
+    assert "map_request" not in given.extras
+    model.config.request_threshold = 0.0  # the request check off: no requests read
+    assert "map_request" not in model.answer_batch([cache], turns)[0].extras

@@ -1144,7 +1144,63 @@ class PixelReasonModel(nn.Module):
                 queries = [turns[-1].user for turns in turns_list]
                 present = [[p >= presence for p in row] for row in probed("probe")]
                 self._drop_non_members(caches, queries, answers, present, knowledge, batch)
+        if self.config.category_map and request > 0 and starts is None:
+            # not where the answer is given: the instance question ("Where are the glasses?")
+            # asks for every instance, and a relation's reference is grounded as asked
+            self._map_requests(caches, turns_list, answers)
         return self._finish(caches, turns_list, answers, snap_scale, mask_names)
+
+    def _map_requests(
+        self,
+        caches: Sequence[ImageCache],
+        turns_list: Sequence[Sequence[Turn]],
+        answers: list[Answer],
+    ) -> None:
+        """Requests the category map finds, in place: where the last turn asks for one
+        instance of a class by name ("Show me the flower.", "Segment the blue bird.",
+        `requested_class`) and the answer grounds something else or refuses, but the map has
+        a region of the class (`category_regions` at its confidence floor; of the asked colour
+        as the pixels read it, where the request names one), the answer becomes "It is the
+        {description} <SEG>." over the largest such region (`extras["map_request"]`). The map
+        finds 0.05 categories per scene that the scene does not show, at that floor, so a
+        query for an absent class is still refused."""
+        labels = self.config.probe_labels
+        net = self.category_net
+        if net is None or not labels:
+            return
+        colour_labels = self.config.colour_probe_labels
+        for row, (cache, turns, answer) in enumerate(zip(caches, turns_list, answers, strict=True)):
+            request = requested_class(turns[-1].user, labels, colour_labels)
+            if request is None or labels[request.label][0] not in net.names:
+                continue
+            if request.description.split(" ")[-1] != labels[request.label][0].lower():
+                continue  # a plural ("the red mugs"): not one instance
+            if request.label in target_classes(answer.text, labels):
+                continue  # grounded: the move and the colour requests see to its mask
+            read = self._classes(cache, cache.image.original_size)
+            if read is None:
+                continue
+            empty = np.zeros(read[0].shape, bool)
+            target = 1 + net.names.index(labels[request.label][0])
+            regions = category_regions(empty, read[0], target, confidence=read[1])
+            if regions and request.colour is not None:
+                if not self._pixel_colours_on():
+                    continue
+                stack = torch.as_tensor(np.stack(regions)).float()
+                colours = self._read_colours(cache, stack)
+                regions = [
+                    region
+                    for region, colour in zip(regions, colours, strict=True)
+                    if self._colour_of(colour, request.label) == request.colour
+                ]
+            if not regions:
+                continue
+            region = torch.as_tensor(regions[0])  # largest first
+            logits = torch.where(region, INSIDE_LOGIT, OUTSIDE_LOGIT)[None]
+            score = torch.tensor([float(read[1][regions[0]].mean())])
+            found = self._written(f"It is the {request.description} {SEG_TOKEN}.", logits, score)
+            found.extras["map_request"] = {"rejected": answer.text, "regions": len(regions)}
+            answers[row] = found
 
     def _drop_non_members(
         self,
