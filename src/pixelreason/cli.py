@@ -127,38 +127,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     colours.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
 
-    cuts = commands.add_parser(
+    _fit_parser(
+        commands,
         "fit-object-cuts",
-        help="train a model's object cuts on ReasonWorld scenes (touching objects told apart)",
-        description="Train the object-cut network (pixelreason.models.objects) on fresh "
-        "ReasonWorld scenes to find the pixels where two objects touch, and write it beside "
-        "MODEL_DIR's weights (object_cuts.safetensors, with object_cuts-history.json) with "
-        "object_cuts on: several-target answers then part touching objects of one class, and "
-        "a single target's mask drops a touching object of another class. About 0.8 s a "
-        "step on a 2-core CPU.",
+        "train a model's object cuts on ReasonWorld scenes (touching objects told apart)",
+        "Train the object-cut network (pixelreason.models.objects) on fresh ReasonWorld scenes "
+        "to find the pixels where two objects touch, and write it beside MODEL_DIR's weights "
+        "(object_cuts.safetensors, with object_cuts-history.json) with object_cuts on: "
+        "several-target answers then part touching objects of one class, and a single "
+        "target's mask drops a touching object of another class. About 0.8 s a step on a "
+        "2-core CPU.",
+        steps=3000,
     )
-    cuts.add_argument("model_dir", help="a model directory")
-    cuts.add_argument("--steps", type=int, default=3000, help="steps (default: %(default)s)")
-    cuts.add_argument("--batch", type=int, default=16, help="scenes a step (default: %(default)s)")
-    cuts.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
-
-    categories = commands.add_parser(
+    _fit_parser(
+        commands,
         "fit-category-map",
-        help="train a model's category map on ReasonWorld scenes (each pixel's category)",
-        description="Train the category map (pixelreason.models.category_map) on fresh "
-        "ReasonWorld scenes to read the category of every pixel, and write it beside "
-        "MODEL_DIR's weights (category_map.safetensors, with category_map-history.json) with "
-        "category_map on: a single target's mask that lies off the category its answer names "
-        "then moves onto that category's region. The network so far is written every 100 "
-        "steps, so a killed fit keeps its work (run again to train afresh). About 1.5 s a "
-        "step on a 2-core CPU.",
+        "train a model's category map on ReasonWorld scenes (each pixel's category)",
+        "Train the category map (pixelreason.models.category_map) on fresh ReasonWorld scenes "
+        "to read the category of every pixel, and write it beside MODEL_DIR's weights "
+        "(category_map.safetensors, with category_map-history.json) with category_map on: a "
+        "single target's mask that lies off the category its answer names then moves onto "
+        "that category's region, relations take their candidates from its regions, and a "
+        "request for a class the answer missed grounds its region. The network so far is "
+        "written every 100 steps, so a killed fit keeps its work (run again to train afresh). "
+        "About 1.5 s a step on a 2-core CPU.",
+        steps=2000,
     )
-    categories.add_argument("model_dir", help="a model directory")
-    categories.add_argument("--steps", type=int, default=2000, help="steps (default: %(default)s)")
-    categories.add_argument(
-        "--batch", type=int, default=16, help="scenes a step (default: %(default)s)"
-    )
-    categories.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
 
     world = commands.add_parser(
         "world",
@@ -355,7 +349,9 @@ def _presence_option(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the category map (models with one, written by `pixelreason fit-category-map`): "
         "a single target's mask that lies off the pixels of the category its answer names "
-        "moves onto that category's region (default: the model's setting)",
+        "moves onto that category's region, relations take their candidates from its regions, "
+        "and a request for a class the answer missed grounds its region (default: the model's "
+        "setting, on for the bundled default)",
     )
     parser.add_argument(
         "--colour-pixels",
@@ -751,6 +747,17 @@ def cmd_fit_colours(args: argparse.Namespace) -> int:
     config.save(args.model_dir)
     print(f"counted {args.scenes} scenes; colour_pixels on in {args.model_dir}")
     return 0
+
+
+def _fit_parser(
+    commands: argparse._SubParsersAction, name: str, summary: str, description: str, steps: int
+) -> None:
+    """A `fit-*` command that trains a network on fresh ReasonWorld scenes beside a model."""
+    fit = commands.add_parser(name, help=summary, description=description)
+    fit.add_argument("model_dir", help="a model directory")
+    fit.add_argument("--steps", type=int, default=steps, help="steps (default: %(default)s)")
+    fit.add_argument("--batch", type=int, default=16, help="scenes a step (default: %(default)s)")
+    fit.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
 
 
 def cmd_fit_object_cuts(args: argparse.Namespace) -> int:

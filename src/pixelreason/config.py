@@ -140,7 +140,9 @@ class ModelConfig:
     #: The category map at inference (`pixelreason.models.category_map`, a network kept beside
     #: the weights and written by `pixelreason fit-category-map`): a single target's mask that
     #: lies mostly off the pixels of the category its answer names moves onto the map's region
-    #: of that category (the one whose pixels read the named colour, with `colour_pixels`).
+    #: of that category (the one whose pixels read the named colour, with `colour_pixels`);
+    #: relations take their candidates from the map's regions; and a request for one class by
+    #: name that the answer misses grounds the map's region of it.
     category_map: bool = False
     #: Colour requests at inference (needs `colour_pixels` and the instance question): where
     #: the query asks for one "COLOUR CATEGORY" by name ("Segment the white sock.") and the
