@@ -222,9 +222,9 @@ def test_bundled_default_moves_the_leaf_mask_off_the_red_heart() -> None:
 
 
 def test_bundled_default_finds_a_requested_class_the_answer_missed() -> None:
-    """Seed 0, test 327: "Where is the bird?" was answered with no class named, on the lemon; the map has a
-    region of a bird, so the answer grounds it. The instance question about birds, which
-    asks for every one, is left as the model answers it."""
+    """Seed 0, test 327: "Where is the bird?" was answered with no class named, on the
+    lemon; the map has a region of a bird, so the answer grounds it. Where the answer is
+    given (the instance question asks for every bird), it stays as the model answers."""
     model, _ = load_model("default")
     sample = generate_sample(0, "test", 327)
     assert sample.texts[0] == "Where is the bird?"
