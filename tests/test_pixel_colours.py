@@ -146,10 +146,11 @@ def test_bundled_default_colour_request_takes_the_asked_colour(
     target = sample.target_masks[0].astype(bool)
     cache = encode_image(model, sample.image)
     model.config.colour_requests = False
+    model.config.category_map = False  # whose requests would find the red knife too
     try:
         plain = model.answer_batch([cache], [[Turn(query)]])[0]
     finally:
-        model.config.colour_requests = True
+        model.config.colour_requests = model.config.category_map = True
     asked = model.answer_batch([cache], [[Turn(query)]])[0]
     assert plain.text == without
     assert asked.text == with_requests

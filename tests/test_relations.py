@@ -276,13 +276,17 @@ def test_bundled_default_grounds_what_a_relation_presupposes(
 def test_bundled_default_grounds_the_object_an_earlier_request_names() -> None:
     """ "Where is the spotted yellow fish? Which object is nearest to it?": the earlier
     sentence asks for a fish by name, so "it" is that fish, grounded with its answer given
-    (asked freely, the checks refuse it); an earlier question by what a thing is ("the thing
-    that is often steamed") is still the model's own answer."""
+    (asked freely, the checks refuse it, and only the category map's requests find it); an
+    earlier question by what a thing is ("the thing that is often steamed") is still the
+    model's own answer."""
     model, _ = load_model("default")
     fish = generate_sample(0, "val", 135)
     assert fish.texts[0] == "Where is the spotted yellow fish? Which object is nearest to it?"
     cache = encode_image(model, fish.image)
     first = fish.conversation[0][0]
+    said = model.answer_batch([cache], [[Turn(first)]], relations=False)[0]
+    assert said.text == "It is the spotted yellow fish <SEG>." and "map_request" in said.extras
+    model.config.category_map = False
     said = model.answer_batch([cache], [[Turn(first)]], relations=False)[0]
     assert said.text == "There is no spotted yellow fish in this image."
     answer = model.answer_batch([cache], [[Turn(fish.texts[0])]])[0]
