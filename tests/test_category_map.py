@@ -240,3 +240,10 @@ def test_bundled_default_finds_a_requested_class_the_answer_missed() -> None:
     assert "map_request" not in given.extras
     model.config.request_threshold = 0.0  # the request check off: no requests read
     assert "map_request" not in model.answer_batch([cache], turns)[0].extras
+
+
+def test_category_map_option_needs_a_map(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    image = str(Path(__file__).resolve().parents[1] / "examples" / "world.png")
+    args = ["segment", image, "Where is the cat?", "--out", str(tmp_path)]
+    assert main([*args, "--model", "random:tiny", "--category-map"]) == 2
+    assert "fit-category-map" in capsys.readouterr().err

@@ -457,24 +457,19 @@ def _set_checks(model: Any, args: argparse.Namespace) -> None:
         if args.knowledge_adapter and model.knowledge_language_model is None:
             raise InputError("--knowledge-adapter: this model has no knowledge adapter")
         model.config.knowledge_adapter = args.knowledge_adapter
-    if args.colour_pixels is not None:
-        if args.colour_pixels and model.pixel_colours is None:
-            raise InputError(
-                "--colour-pixels needs a model with pixel colours (`pixelreason fit-colours`)"
-            )
-        model.config.colour_pixels = args.colour_pixels
-    if args.object_cuts is not None:
-        if args.object_cuts and model.cut_net is None:
-            raise InputError(
-                "--object-cuts needs a model with object cuts (`pixelreason fit-object-cuts`)"
-            )
-        model.config.object_cuts = args.object_cuts
-    if args.category_map is not None:
-        if args.category_map and model.category_net is None:
-            raise InputError(
-                "--category-map needs a model with a category map (`pixelreason fit-category-map`)"
-            )
-        model.config.category_map = args.category_map
+    fitted = (  # options that need a fit's file beside the weights
+        ("colour_pixels", model.pixel_colours, "pixel colours", "fit-colours"),
+        ("object_cuts", model.cut_net, "object cuts", "fit-object-cuts"),
+        ("category_map", model.category_net, "a category map", "fit-category-map"),
+    )
+    for name, fit, what, command in fitted:
+        wanted = getattr(args, name)
+        if wanted is None:
+            continue
+        if wanted and fit is None:
+            option = "--" + name.replace("_", "-")
+            raise InputError(f"{option} needs a model with {what} (`pixelreason {command}`)")
+        setattr(model.config, name, wanted)
     if args.snap_scale is not None:
         if not 0 <= args.snap_scale <= 1e5:
             raise InputError(f"--snap-scale must be between 0 and 100000, got {args.snap_scale}")

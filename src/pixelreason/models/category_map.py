@@ -56,6 +56,10 @@ class CategoryMap(PixelNet):
         super().__init__(channels, 1 + len(names))
         self.names = tuple(names)
 
+    def class_id(self, name: str) -> int | None:
+        """The class map's id of category `name` (1 + its index in `names`), or None."""
+        return 1 + self.names.index(name) if name in self.names else None
+
     def class_map(self, pixels: np.ndarray) -> np.ndarray:
         """(h, w) int: 0 on background, 1 + the category's index in `names` elsewhere, for
         (h, w, 3) uint8 RGB pixels."""

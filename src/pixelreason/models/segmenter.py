@@ -1171,7 +1171,8 @@ class PixelReasonModel(nn.Module):
         colour_labels = self.config.colour_probe_labels
         for row, (cache, turns, answer) in enumerate(zip(caches, turns_list, answers, strict=True)):
             request = requested_class(turns[-1].user, labels, colour_labels)
-            if request is None or labels[request.label][0] not in net.names:
+            target = None if request is None else net.class_id(labels[request.label][0])
+            if request is None or target is None:
                 continue
             if request.description.split(" ")[-1] != labels[request.label][0].lower():
                 continue  # a plural ("the red mugs"): not one instance
@@ -1181,7 +1182,6 @@ class PixelReasonModel(nn.Module):
             if read is None:
                 continue
             empty = np.zeros(read[0].shape, bool)
-            target = 1 + net.names.index(labels[request.label][0])
             regions = category_regions(empty, read[0], target, confidence=read[1])
             if regions and request.colour is not None:
                 if not self._pixel_colours_on():
@@ -1342,14 +1342,18 @@ class PixelReasonModel(nn.Module):
             return
         index = target_classes(answer.text, self.config.probe_labels)[0]
         net = self.category_net
-        if index is None or net is None or self.config.probe_labels[index][0] not in net.names:
+        target = (
+            None
+            if index is None or net is None
+            else net.class_id(self.config.probe_labels[index][0])
+        )
+        if target is None:
             return
         logits = answer.mask_logits[0]
         read = self._classes(cache, logits.shape)
         if read is None:
             return
         mask = (logits > 0).cpu().numpy()
-        target = 1 + net.names.index(self.config.probe_labels[index][0])
         regions = category_regions(mask, read[0], target, confidence=read[1])
         if not regions:
             return
@@ -1823,16 +1827,12 @@ class PixelReasonModel(nn.Module):
             return []
         classes, confidence = read
         labels = self.config.probe_labels
-        ids = {
-            c: 1 + net.names.index(labels[c][0])
-            for c in range(len(labels))
-            if labels[c][0] in net.names
-        }
+        ids = {c: net.class_id(names[0]) for c, names in enumerate(labels)}
+        empty = np.zeros(classes.shape, bool)
         candidates = []
-        for c in sorted(wanted or ids):
-            if c not in ids:
+        for c in sorted(wanted or range(len(labels))):
+            if ids[c] is None:
                 continue
-            empty = np.zeros(classes.shape, bool)
             for region in category_regions(
                 empty, classes, ids[c], confidence=confidence, least_confidence=CANDIDATE_CONFIDENCE
             ):
