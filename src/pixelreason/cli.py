@@ -7,9 +7,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pixelreason import __version__
+
+if TYPE_CHECKING:
+    from pixelreason.config import ModelConfig
 
 EXIT_USAGE = 2
 
@@ -755,14 +758,20 @@ def _fit_parser(
     fit.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
 
 
-def cmd_fit_object_cuts(args: argparse.Namespace) -> int:
+def _fit_config(args: argparse.Namespace) -> ModelConfig:
+    """The config of a `fit-*` command's model directory, after checking --steps and --batch."""
     from pixelreason.config import ModelConfig
     from pixelreason.errors import InputError
-    from pixelreason.models.objects import fit_world, save_history
 
     if not 1 <= args.steps <= 1_000_000 or not 1 <= args.batch <= 4096:
         raise InputError(f"--steps and --batch must be positive, got {args.steps}, {args.batch}")
-    config = ModelConfig.load(args.model_dir)
+    return ModelConfig.load(args.model_dir)
+
+
+def cmd_fit_object_cuts(args: argparse.Namespace) -> int:
+    from pixelreason.models.objects import fit_world, save_history
+
+    config = _fit_config(args)
     model, history = fit_world(args.steps, batch=args.batch, seed=args.seed)
     # the weights first: a config that sets object_cuts is never left without them
     model.save(args.model_dir)
@@ -778,14 +787,10 @@ def cmd_fit_object_cuts(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_category_map(args: argparse.Namespace) -> int:
-    from pixelreason.config import ModelConfig
-    from pixelreason.errors import InputError
     from pixelreason.models.category_map import CategoryMap, fit_world
     from pixelreason.models.objects import save_history
 
-    if not 1 <= args.steps <= 1_000_000 or not 1 <= args.batch <= 4096:
-        raise InputError(f"--steps and --batch must be positive, got {args.steps}, {args.batch}")
-    config = ModelConfig.load(args.model_dir)
+    config = _fit_config(args)
 
     def snapshot(net: CategoryMap, history: list[dict[str, float]]) -> None:
         net.save(args.model_dir)
